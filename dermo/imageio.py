@@ -1,0 +1,172 @@
+"""Reading and writing images and lesion masks, with one-line errors for bad files.
+
+Every reader returns plain numpy arrays:
+    read_image(path)  -> uint8 (H, W, 3) RGB
+    read_mask(path)   -> uint8 (H, W) with values {0, 255}
+and raises `BadInputError("<path>: <what is wrong>")` for anything it cannot use, so callers can
+either stop with that one line or count and skip the file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MASK_SUFFIX = "_mask"
+# Larger images are refused before decoding (a 100-megapixel JPEG needs ~300 MB per copy).
+MAX_PIXELS = 80_000_000
+
+
+class BadInputError(ValueError):
+    """A file that cannot be used; str() is one line naming the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def is_image_file(path) -> bool:
+    name = Path(path).name
+    return (Path(path).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+            and not Path(path).stem.endswith(MASK_SUFFIX))
+
+
+def mask_path_for(image_path) -> Path:
+    """The conventional mask location beside an image: <stem>_mask.png."""
+    p = Path(image_path)
+    return p.with_name(p.stem + MASK_SUFFIX + ".png")
+
+
+def _read_bytes(path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(path, "file not found")
+    if path.is_dir():
+        raise BadInputError(path, "is a folder, not an image")
+    size = path.stat().st_size
+    if size == 0:
+        raise BadInputError(path, "empty file (0 bytes)")
+    return np.fromfile(str(path), dtype=np.uint8)
+
+
+def _decode(path, flags: int) -> np.ndarray:
+    data = _read_bytes(path)
+    _check_header_size(path, data)
+    img = cv2.imdecode(data, flags)
+    if img is None:
+        raise BadInputError(path, "not a readable image (unknown format or corrupt data)")
+    if _looks_truncated(path, data):
+        raise BadInputError(path, "truncated image file (data ends early)")
+    return img
+
+
+def _check_header_size(path, data: np.ndarray) -> None:
+    """Refuse enormous images from their header, before decoding allocates them."""
+    try:
+        from PIL import Image  # pillow comes with matplotlib / scikit-image
+
+        import io
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - unknown header: let cv2 decide
+        return
+    if w * h > MAX_PIXELS:
+        raise BadInputError(path, f"image too large ({w}x{h} pixels; limit {MAX_PIXELS:,}); "
+                                  "downscale it first (python -m dermo.preprocess)")
+
+
+def _looks_truncated(path, data: np.ndarray) -> bool:
+    """cv2 silently grey-fills truncated JPEGs and PNGs; check their end markers."""
+    suffix = Path(path).suffix.lower()
+    tail = data[-64:].tobytes()
+    if data[:2].tobytes() == b"\xff\xd8":  # JPEG: must contain the EOI marker near the end
+        return b"\xff\xd9" not in tail
+    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in tail
+    del suffix
+    return False
+
+
+def to_uint8_rgb(img: np.ndarray, path="<array>") -> np.ndarray:
+    """Any decoded image (grey, BGR, BGRA, 16-bit, float) -> uint8 RGB (H, W, 3)."""
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        hi = 255.0 if img.max() > 1.0 else 1.0
+        img = np.clip(img / hi * 255.0, 0, 255).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise BadInputError(path, f"unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raise BadInputError(path, f"unsupported image shape {img.shape}")
+
+
+def read_image(path) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3); grey, RGBA and 16-bit inputs are converted."""
+    img = _decode(path, cv2.IMREAD_UNCHANGED)
+    img = to_uint8_rgb(img, path)
+    if min(img.shape[:2]) < 8:
+        raise BadInputError(path, f"image too small ({img.shape[1]}x{img.shape[0]} pixels)")
+    return img
+
+
+def read_mask(path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a lesion mask (0 background, >0 lesion) as uint8 {0, 255} (H, W).
+
+    `shape` (H, W) of the image it belongs to: a mask of another aspect ratio is an error; one of the
+    same aspect ratio but another resolution is resized (nearest neighbour).
+    """
+    m = _decode(path, cv2.IMREAD_UNCHANGED)
+    if m.ndim == 3:
+        m = m[..., :3].max(axis=2)
+    m = (m > 0).astype(np.uint8) * 255
+    if shape is not None and m.shape[:2] != tuple(shape[:2]):
+        h, w = shape[:2]
+        mh, mw = m.shape
+        if abs(mh / mw - h / w) > 0.02:
+            raise BadInputError(path, f"mask size {mw}x{mh} does not match its image ({w}x{h})")
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
+    return m
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write via a temporary file in the same folder + rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_png(path, img: np.ndarray) -> None:
+    """Write uint8 RGB (H, W, 3) or grey (H, W) as PNG, atomically."""
+    arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError(f"{path}: could not encode PNG")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def write_jpeg(path, img: np.ndarray, quality: int = 95) -> None:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"{path}: could not encode JPEG")
+    atomic_write_bytes(path, buf.tobytes())
