@@ -1,0 +1,176 @@
+"""EfficientNet B0–B7 registry: one table name -> constructor, native resolution, last-conv layer, weights.
+
+Every backbone is built as `keras.applications.EfficientNetBx` on the caller's input tensor, so the model
+graph stays flat and saves/loads as plain Keras. The graph starts with Rescaling(1/255) + Normalization,
+so images are fed as 0–255 floats and are normalised exactly once, inside the model:
+  imagenet       Keras' weights (download cached under ~/.keras/models); Keras' own normalisation.
+  noisy-student  the `efficientnet` package's weights (its models expect torch-style ImageNet normalisation,
+                 which we set on the Normalization layer), copied layer by layer into the Keras graph.
+  none           random initialisation (only /255).
+  FILE           a local weights file: a Keras no-top EfficientNet .h5 (same layout as the imagenet
+                 download) or a full dermo model.weights.h5 / .keras checkpoint (loaded later by the caller).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS_CHOICES = ("imagenet", "noisy-student", "none")
+MIN_IMAGE_SIZE = 32
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str                      # "B0"
+    resolution: int                # native input size
+    feature_layer: str = "top_activation"   # last conv activation: the CAM features
+
+    @property
+    def keras_constructor(self):
+        return getattr(keras.applications, f"EfficientNet{self.name}")
+
+    @property
+    def efn_constructor_name(self) -> str:
+        return f"EfficientNet{self.name}"
+
+    @property
+    def imagenet_file(self) -> str:
+        return f"efficientnet{self.name.lower()}_notop.h5"
+
+
+BACKBONES = {f"B{i}": BackboneSpec(f"B{i}", res)
+             for i, res in enumerate((224, 240, 260, 300, 380, 456, 528, 600))}
+
+
+class BackboneError(ValueError):
+    """A backbone or weights problem, as one line naming the fix."""
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    key = name.upper().removeprefix("EFFICIENTNET")
+    if key not in BACKBONES:
+        raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[key]
+
+
+def check_image_size(spec: BackboneSpec, size: int) -> None:
+    if size < MIN_IMAGE_SIZE:
+        raise BackboneError(f"--image-size {size} is below the minimum {MIN_IMAGE_SIZE} for EfficientNet "
+                            f"{spec.name} (its native size is {spec.resolution})")
+
+
+def _offline_hint(spec: BackboneSpec, weights: str) -> str:
+    if weights == "imagenet":
+        return (f"could not download the imagenet weights for {spec.name}. Offline: fetch "
+                f"https://storage.googleapis.com/keras-applications/{spec.imagenet_file} on a connected "
+                f"machine and put it in ~/.keras/models/, or pass --weights /path/to/{spec.imagenet_file}; "
+                "or train from scratch with --weights none")
+    return (f"could not download the noisy-student weights for {spec.name} (the efficientnet package fetches "
+            "them from its GitHub releases). Offline: download "
+            f"efficientnet-{spec.name.lower()}_noisy-student_notop.h5 from "
+            "https://github.com/qubvel/efficientnet/releases on a connected machine and pass it with --weights "
+            "FILE.h5, or use --weights none")
+
+
+def build_features(spec: BackboneSpec, inputs, weights: str = "none"):
+    """Build the backbone on `inputs` (B,S,S,3 floats 0..255); returns the feature map (B,h,w,C).
+
+    The topology is the same whatever the weights (Keras adds an extra Rescaling only for its own
+    "imagenet" download; we fold that factor into the Normalization layer instead).
+    """
+    kind = weights if weights in WEIGHTS_CHOICES else "file"
+    if kind == "file" and not Path(weights).is_file():
+        raise BackboneError(f"weights file {weights} not found; use imagenet, noisy-student, none or a "
+                            "path to an existing .h5 file")
+    base = spec.keras_constructor(include_top=False, weights=None, input_tensor=inputs)
+    if kind == "imagenet":
+        load_backbone_file(base, download_imagenet(spec))
+    elif kind == "noisy-student":
+        _load_noisy_student(spec, base)
+    elif kind == "file":
+        load_backbone_file(base, weights)
+    return base.get_layer(spec.feature_layer).output
+
+
+def download_imagenet(spec: BackboneSpec) -> str:
+    """Keras' no-top ImageNet file for `spec`, downloaded once into ~/.keras/models."""
+    try:
+        return keras.utils.get_file(spec.imagenet_file, KERAS_WEIGHTS_URL + spec.imagenet_file,
+                                    cache_subdir="models")
+    except Exception as e:  # URL/OS/HTTP errors of several kinds
+        raise BackboneError(f"{_offline_hint(spec, 'imagenet')} ({type(e).__name__})") from None
+
+
+def set_torch_normalisation(base: keras.Model) -> None:
+    """(x/255 - mean)/std inside the graph: what the `efficientnet` package's weights expect."""
+    norm = base.get_layer("normalization")
+    norm.set_weights([np.asarray(IMAGENET_MEAN, "float32"),
+                      np.asarray(IMAGENET_STD, "float32") ** 2] + norm.get_weights()[2:])
+
+
+def _fold_keras_imagenet_scale(base: keras.Model) -> None:
+    """Keras' imagenet files store variance = std**2 and expect an extra x / sqrt(std) afterwards
+    (keras.applications adds a Rescaling layer for that); fold it into the variance: var * std."""
+    norm = base.get_layer("normalization")
+    mean, var = norm.get_weights()[:2]
+    if np.allclose(var, np.asarray(IMAGENET_STD) ** 2, rtol=1e-3):
+        norm.set_weights([mean, var * np.asarray(IMAGENET_STD, "float32")] + norm.get_weights()[2:])
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
+    """Copy every weighted layer of `source` into the same-named layer of `target`; returns the count."""
+    copied = 0
+    for layer in source.layers:
+        if not layer.weights:
+            continue
+        try:
+            dst = target.get_layer(layer.name)
+        except ValueError:
+            raise BackboneError(f"weights layout mismatch: no layer {layer.name!r} in the Keras "
+                                "EfficientNet") from None
+        dst.set_weights(layer.get_weights())
+        copied += 1
+    return copied
+
+
+def _efn_model(spec: BackboneSpec, weights, input_shape):
+    import efficientnet.tfkeras as efn  # optional source: only needed for noisy-student weights
+
+    return getattr(efn, spec.efn_constructor_name)(include_top=False, weights=weights,
+                                                   input_shape=input_shape)
+
+
+def _load_noisy_student(spec: BackboneSpec, base: keras.Model) -> None:
+    try:
+        src = _efn_model(spec, "noisy-student", tuple(base.input.shape[1:]))
+    except Exception as e:
+        raise BackboneError(f"{_offline_hint(spec, 'noisy-student')} ({type(e).__name__})") from None
+    copy_weights_by_name(src, base)
+    set_torch_normalisation(base)
+
+
+def load_backbone_file(base: keras.Model, path) -> None:
+    """A local no-top EfficientNet weights file: Keras layout first, then the efficientnet package's."""
+    path = str(path)
+    try:
+        base.load_weights(path, skip_mismatch=False)
+    except Exception:  # noqa: BLE001 - try the efficientnet package's layout next
+        pass
+    else:
+        _fold_keras_imagenet_scale(base)
+        return
+    spec = get_backbone(base.name.removeprefix("efficientnet"))
+    try:
+        src = _efn_model(spec, None, tuple(base.input.shape[1:]))
+        src.load_weights(path)
+    except Exception as e:
+        raise BackboneError(f"{path}: not an EfficientNet {spec.name} no-top weights file "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    copy_weights_by_name(src, base)
+    set_torch_normalisation(base)

@@ -1,0 +1,213 @@
+"""Finding the images, labels, masks and splits of a dataset (DESIGN.md §1).
+
+Two forms are accepted:
+  folder  DATA/{train,val}/<class>/<image>  (or DATA/<class>/<image>: then a seeded stratified split is made);
+          an optional lesion mask sits beside its image as <stem>_mask.png.
+  CSV     columns `image` (relative to the CSV's folder or to an `images/` folder beside it), a label column
+          (`--label-column`, default `label`), optional `mask` and `split` (train/val).
+Class index = position in the sorted class names. Only file existence is checked here; pixels are checked by
+the preprocessing step, before training starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from dermo.imageio import BadInputError, is_image_file, mask_path_for
+
+TASK_CLASSES = {"binary": ["nevus", "others"], "multiclass": ["bcc", "mel", "scc"]}
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str                  # absolute image path
+    label: int | None          # class index, None when unlabelled
+    mask: str | None = None    # absolute path of a given lesion mask, None -> generated
+
+
+@dataclass
+class Dataset:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    source: str
+    skipped: list[str] = field(default_factory=list)   # "path: problem" lines
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+class DataError(ValueError):
+    """A dataset-level mistake (layout, classes, columns): one line naming the fix."""
+
+
+def loss_kind(num_classes: int) -> str:
+    """Two classes train with cross-entropy, more with focal loss (DESIGN.md §1)."""
+    return "ce" if num_classes == 2 else "focal"
+
+
+def check_task_classes(task: str, classes: list[str], source) -> list[str]:
+    """The class list for `task` given the classes found in the data."""
+    if task == "auto":
+        if len(classes) < 2:
+            raise DataError(f"{source}: found {len(classes)} class(es) {classes}; need at least 2")
+        return sorted(classes)
+    if task not in TASK_CLASSES:
+        raise DataError(f"unknown task {task!r}; use binary, multiclass or auto")
+    expected = TASK_CLASSES[task]
+    if sorted(classes) != expected:
+        raise DataError(f"{source}: task {task} expects classes {', '.join(expected)} but the data has "
+                        f"{', '.join(sorted(classes)) or 'none'}; use --task auto for other class names")
+    return expected
+
+
+def list_images(folder) -> list[Path]:
+    """Image files under `folder`, recursively, sorted; masks (<stem>_mask.*) excluded."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
+
+
+def _folder_samples(folder: Path, class_names: list[str]) -> list[Sample]:
+    samples = []
+    for idx, name in enumerate(class_names):
+        cdir = folder / name
+        if not cdir.is_dir():
+            continue
+        images = list_images(cdir)
+        if not images:
+            raise DataError(f"{cdir}: class folder has no images")
+        for img in images:
+            mask = mask_path_for(img)
+            samples.append(Sample(str(img.resolve()), idx, str(mask.resolve()) if mask.exists() else None))
+    return samples
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _stratified_split(samples: list[Sample], val_fraction: float, seed: int, source):
+    labels = [s.label for s in samples]
+    counts = pd.Series(labels).value_counts()
+    if (counts < 2).any():
+        raise DataError(f"{source}: every class needs at least 2 images to make a train/val split")
+    train, val = train_test_split(samples, test_size=val_fraction, stratify=labels, random_state=seed)
+    return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
+
+
+def load_folder(root, task="auto", seed=0, val_fraction=0.2) -> Dataset:
+    root = Path(root)
+    if (root / "train").is_dir():
+        found = sorted(set(_class_dirs(root / "train")) | set(_class_dirs(root / "val"))
+                       if (root / "val").is_dir() else _class_dirs(root / "train"))
+        classes = check_task_classes(task, found, root)
+        train = _folder_samples(root / "train", classes)
+        if (root / "val").is_dir():
+            val = _folder_samples(root / "val", classes)
+        else:
+            train, val = _stratified_split(train, val_fraction, seed, root)
+    else:
+        classes = check_task_classes(task, _class_dirs(root), root)
+        train, val = _stratified_split(_folder_samples(root, classes), val_fraction, seed, root)
+    return Dataset(classes, train, val, source=str(root))
+
+
+def resolve_csv_path(csv_path: Path, value) -> Path:
+    """An image/mask path from a CSV: absolute, relative to the CSV's folder, or to images/ beside it."""
+    p = Path(str(value))
+    if p.is_absolute():
+        return p
+    for base in (csv_path.parent, csv_path.parent / "images"):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return (csv_path.parent / p).resolve()
+
+
+def read_manifest(csv_path, label_column: str | None = "label") -> pd.DataFrame:
+    """The CSV as a DataFrame with absolute `image` (and `mask`) paths; checks the columns."""
+    csv_path = Path(csv_path)
+    try:
+        df = pd.read_csv(csv_path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{csv_path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    required = ["image"] + ([label_column] if label_column else [])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; columns are "
+                        f"{', '.join(map(str, df.columns))} (choose the label with --label-column)")
+    df = df.dropna(subset=["image"]).copy()
+    df["image"] = [str(resolve_csv_path(csv_path, v)) for v in df["image"]]
+    if "mask" in df.columns:
+        df["mask"] = [None if pd.isna(v) or str(v) == "" else str(resolve_csv_path(csv_path, v))
+                      for v in df["mask"]]
+    return df
+
+
+def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0.2,
+             on_bad="error") -> Dataset:
+    csv_path = Path(csv_path)
+    df = read_manifest(csv_path, label_column)
+    df = df.dropna(subset=[label_column])
+    df[label_column] = df[label_column].astype(str)
+    classes = check_task_classes(task, sorted(df[label_column].unique()), csv_path)
+    index = {c: i for i, c in enumerate(classes)}
+    samples, splits, skipped = [], [], []
+    for row in df.itertuples(index=False):
+        row = row._asdict()
+        image, mask = row["image"], row.get("mask")
+        problem = None
+        if not Path(image).is_file():
+            problem = BadInputError(image, f"listed in {csv_path.name} but not found")
+        elif mask is not None and not Path(mask).is_file():
+            problem = BadInputError(mask, f"mask listed in {csv_path.name} but not found")
+        if problem is not None:
+            if on_bad != "skip":
+                raise problem
+            skipped.append(str(problem))
+            continue
+        if mask is None and mask_path_for(image).exists():
+            mask = str(mask_path_for(image))
+        samples.append(Sample(image, index[row[label_column]], mask))
+        splits.append(str(row.get("split", "")).strip().lower())
+    if not samples:
+        raise DataError(f"{csv_path}: no usable rows")
+    if "split" in df.columns:
+        bad = sorted({s for s in splits if s not in SPLITS})
+        if bad:
+            raise DataError(f"{csv_path}: split column has values {bad}; use train or val")
+        train = [s for s, sp in zip(samples, splits) if sp == "train"]
+        val = [s for s, sp in zip(samples, splits) if sp == "val"]
+    else:
+        train, val = _stratified_split(samples, val_fraction, seed, csv_path)
+    return Dataset(classes, train, val, source=str(csv_path), skipped=skipped)
+
+
+def load_dataset(data, task="auto", label_column="label", seed=0, val_fraction=0.2,
+                 on_bad="error") -> Dataset:
+    """Folder or CSV -> Dataset; raises DataError / BadInputError with one line."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: data path not found")
+    if data.is_dir():
+        return load_folder(data, task, seed, val_fraction)
+    if data.suffix.lower() == ".csv":
+        return load_csv(data, task, label_column, seed, val_fraction, on_bad)
+    raise DataError(f"{data}: --data must be a folder or a .csv manifest")
+
+
+def unlabelled_samples(folder) -> list[Sample]:
+    """Every image under `folder` (recursive) for prediction without labels."""
+    images = list_images(folder)
+    if not images:
+        raise DataError(f"{folder}: no images found")
+    return [Sample(str(p.resolve()), None, str(mask_path_for(p).resolve()) if mask_path_for(p).exists()
+                   else None) for p in images]

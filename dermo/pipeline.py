@@ -1,0 +1,114 @@
+"""Input pipeline: samples -> cached preprocessing -> augmented batches for Keras.
+
+    prepare(samples, settings)  -> (list[Prepared], skipped lines)   every pixel checked before epoch 1
+    LesionBatches(prepared, ...) -> keras PyDataset yielding
+        x (B,S,S,3) float32 0..255,  (y (B,K) float32 one-hot, masks (B,S,S,1) float32 0/1)
+
+Augmentation runs in parallel worker threads (OpenCV releases the GIL). The epoch order and every
+augmentation draw depend only on (seed, epoch, batch index), so results do not depend on the number of
+workers or their scheduling.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from dermo.augment import apply, eval_transform, train_transform
+from dermo.datasets import Sample
+from dermo.imageio import read_image, read_mask
+from dermo.preprocess import PreprocessSettings, preprocess_many
+
+
+@dataclass(frozen=True)
+class Prepared:
+    image: str          # preprocessed PNG (cache)
+    mask: str           # lesion mask PNG (cache): given or generated
+    label: int | None
+    source: str         # the original image path
+
+
+def settings_for(image_size: int, **kwargs) -> PreprocessSettings:
+    """Cached images keep their shorter side a little above the training size (crops stay sharp)."""
+    return PreprocessSettings(size=int(math.ceil(image_size * 1.15)), **kwargs)
+
+
+def prepare(samples: list[Sample], settings: PreprocessSettings, cache_dir=None, on_bad="error",
+            workers=None) -> tuple[list[Prepared], list[str]]:
+    """Preprocess (or find in the cache) every sample; bad files raise or are skipped and reported."""
+    results, skipped = preprocess_many([(s.path, s.mask) for s in samples], settings,
+                                       cache_dir=cache_dir, workers=workers, on_bad=on_bad)
+    prepared = [Prepared(str(r[0]), str(r[1]), s.label, s.path)
+                for s, r in zip(samples, results) if r is not None]
+    return prepared, list(skipped)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class LesionBatches(keras.utils.PyDataset):
+    """Batches of (image, (one-hot, mask)); `training` shuffles per epoch and augments."""
+
+    def __init__(self, items: list[Prepared], num_classes: int, image_size: int, batch_size: int = 16,
+                 training: bool = False, seed: int = 0, workers: int = 1, max_queue_size: int = 8):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        if not items:
+            raise ValueError("no images to feed")
+        self.items = list(items)
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.training = training
+        self.seed = seed
+        self.epoch = 0
+        self._eval = eval_transform(image_size)
+        self._order = self._epoch_order()
+
+    def __len__(self) -> int:
+        n = len(self.items)
+        if self.training and n > self.batch_size:
+            return n // self.batch_size          # drop the last partial batch (BatchNorm on 1 image)
+        return math.ceil(n / self.batch_size)
+
+    def _epoch_order(self) -> np.ndarray:
+        if not self.training:
+            return np.arange(len(self.items))
+        return np.random.default_rng(_seed(self.seed, self.epoch)).permutation(len(self.items))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Position the shuffling at `epoch` (used when a run resumes)."""
+        self.epoch = epoch
+        self._order = self._epoch_order()
+
+    def on_epoch_end(self) -> None:
+        if self.training:
+            self.set_epoch(self.epoch + 1)
+
+    def batch_items(self, index: int) -> list[Prepared]:
+        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return [self.items[i] for i in idx]
+
+    def load(self, item: Prepared, transform) -> tuple[np.ndarray, np.ndarray]:
+        image = read_image(item.image)
+        mask = read_mask(item.mask, shape=image.shape[:2])
+        return apply(transform, image, mask)
+
+    def __getitem__(self, index: int):
+        items = self.batch_items(index)
+        transform = (train_transform(self.image_size, seed=_seed(self.seed, self.epoch, index))
+                     if self.training else self._eval)
+        pairs = [self.load(it, transform) for it in items]
+        x = np.stack([p[0] for p in pairs]).astype("float32")                       # (B,S,S,3)
+        masks = (np.stack([p[1] for p in pairs])[..., None] > 127).astype("float32")  # (B,S,S,1)
+        y = np.zeros((len(items), self.num_classes), "float32")                     # (B,K)
+        for row, it in enumerate(items):
+            if it.label is not None:
+                y[row, it.label] = 1.0
+        return x, (y, masks)
+
+
+def labels_of(items: list[Prepared]) -> np.ndarray:
+    return np.array([-1 if it.label is None else it.label for it in items])
