@@ -1,0 +1,140 @@
+"""Evaluation and training figures written as PNG files.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot state, no display needed).
+Every function writes one PNG and returns its path.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def plot_confusion_matrix(cm, class_names, path) -> Path:
+    """cm (K,K) counts, rows = true class, columns = predicted. Cells show count and row %."""
+    cm = np.asarray(cm, dtype=np.int64)
+    k = len(class_names)
+    row_share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)       # (K,K) recall per row
+    fig = Figure(figsize=(1.2 * k + 2.5, 1.2 * k + 2))
+    ax = fig.add_subplot()
+    im = ax.imshow(row_share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{cm[i, j]}\n{100 * row_share[i, j]:.1f}%", ha="center", va="center",
+                    color="white" if row_share[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(k), [str(n) for n in class_names], rotation=45, ha="right")
+    ax.set_yticks(range(k), [str(n) for n in class_names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
+    return _save(fig, path)
+
+
+def plot_roc(y_true, probs, class_names, path) -> Path:
+    """One-vs-rest ROC curve per class (binary: the positive class 1 only), AUC in the legend.
+    Classes absent from y_true (or the only class present) have no curve."""
+    y_true = np.asarray(y_true).astype(int).ravel()
+    probs = np.asarray(probs, dtype=np.float64)                          # (N,K)
+    classes = [1] if probs.shape[1] == 2 else range(probs.shape[1])
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    for k in classes:
+        positives = y_true == k
+        if positives.all() or not positives.any():
+            continue
+        fpr, tpr, _ = roc_curve(positives, probs[:, k])
+        auc = roc_auc_score(positives, probs[:, k])
+        ax.plot(fpr, tpr, linewidth=1.5, label=f"{class_names[k]} (AUC {auc:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC" + (" (one-vs-rest)" if probs.shape[1] > 2 else ""))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def cam_overlay(image, cam, alpha: float = 0.4) -> np.ndarray:
+    """image uint8 (S,S,3), cam (h,w) -> uint8 (S,S,3): the CAM upsampled (bilinear),
+    min-max scaled, coloured with jet and blended over the image with weight alpha."""
+    image = np.asarray(image, dtype=np.uint8)
+    up = cv2.resize(np.asarray(cam, np.float32), (image.shape[1], image.shape[0]),
+                    interpolation=cv2.INTER_LINEAR)
+    span = float(up.max() - up.min())
+    scaled = (up - up.min()) / span if span > 0 else np.zeros_like(up)
+    heat = matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0          # (S,S,3)
+    return np.clip((1 - alpha) * image + alpha * heat, 0, 255).astype(np.uint8)
+
+
+def plot_cams(images, cams, masks, titles, path, max_images: int = 16) -> Path:
+    """Grid of CAM overlays.
+
+    images uint8 (N,S,S,3), cams (N,h,w) predicted-class CAMs, masks (N,S,S) or None (contour
+    drawn in white), titles list of N strings or None. Shows the first max_images images.
+    """
+    n = min(len(images), max_images)
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    fig = Figure(figsize=(2.6 * cols, 2.8 * rows))
+    for i in range(rows * cols):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = np.asarray(images[i], dtype=np.uint8)
+        ax.imshow(cam_overlay(image, cams[i]))
+        if masks is not None:
+            mask = (np.asarray(masks[i]) > 0).astype(np.uint8)
+            if mask.shape != image.shape[:2]:
+                mask = cv2.resize(mask, (image.shape[1], image.shape[0]),
+                                  interpolation=cv2.INTER_NEAREST)
+            if mask.any() and not mask.all():
+                ax.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    return _save(fig, path)
+
+
+def plot_history(history, path) -> Path:
+    """history: DataFrame, one row per epoch, columns like loss, val_loss, accuracy, cls_loss ...
+    One panel per quantity (the name without "val_"), with train and val lines; an "epoch"
+    column is used as the x axis when present; learning_rate / lr on a log scale."""
+    x = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(len(history))
+    names = []
+    for col in history.columns:
+        base = col[4:] if col.startswith("val_") else col
+        if base != "epoch" and base not in names:
+            names.append(base)
+    cols = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / cols))
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for col, label, style in ((name, "train", "-"), ("val_" + name, "val", "--")):
+            if col in history.columns:
+                ax.plot(x, history[col].to_numpy(dtype=float), style, marker=".", label=label)
+        if name in ("learning_rate", "lr"):
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

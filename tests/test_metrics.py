@@ -1,0 +1,208 @@
+"""dermo.metrics against scikit-learn / hand-computed answers, and dermo.plots smoke-to-file."""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from dermo import metrics, plots
+
+
+def _random_task(k, n=200, seed=0, skill=1.5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += skill                       # informative, not perfect
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, probs
+
+
+@pytest.mark.parametrize("k,names", [(2, ["nevus", "others"]), (3, ["bcc", "mel", "scc"])])
+def test_classification_metrics_equal_sklearn(k, names):
+    y, probs = _random_task(k, seed=k)
+    pred = probs.argmax(1)
+    m = metrics.classification_metrics(y, probs, names)
+    assert m["n"] == len(y)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert m["kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred))
+    assert m["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    expected_auc = (skm.roc_auc_score(y, probs[:, 1]) if k == 2
+                    else skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    assert m["auc"] == pytest.approx(expected_auc)
+    assert 0.5 < m["auc"] < 1.0 and 1 / k < m["accuracy"] < 1.0     # informative data
+    cm = skm.confusion_matrix(y, pred)
+    assert m["confusion_matrix"] == cm.tolist()
+    p, r, f, s = skm.precision_recall_fscore_support(y, pred)
+    for i, name in enumerate(names):
+        assert m["per_class"][name] == pytest.approx(
+            {"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+    json.dumps(m, allow_nan=False)                          # strict-JSON ready
+
+
+def test_binary_auc_hand_computed():
+    y = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])                   # 3 of 4 pos/neg pairs ordered right
+    m = metrics.classification_metrics(y, np.stack([1 - p1, p1], 1), ["a", "b"])
+    assert m["auc"] == pytest.approx(0.75)
+    assert m["accuracy"] == pytest.approx(0.75)             # 0.35 -> class 0 (wrong)
+    assert m["confusion_matrix"] == [[2, 0], [1, 1]]
+
+
+def test_missing_class_gives_auc_none_and_full_confusion_matrix():
+    y = np.array([0, 0, 1, 1, 0])                           # class 2 never occurs
+    probs = np.array([[.8, .1, .1], [.2, .1, .7], [.1, .8, .1], [.3, .6, .1], [.5, .4, .1]])
+    m = metrics.classification_metrics(y, probs, ["bcc", "mel", "scc"])
+    assert m["auc"] is None
+    assert np.array(m["confusion_matrix"]).shape == (3, 3)
+    assert m["confusion_matrix"][0] == [2, 0, 1]
+    assert m["per_class"]["scc"]["support"] == 0
+    assert "auc: n/a" in metrics.report_text(y, probs, ["bcc", "mel", "scc"])
+
+
+def test_bad_shapes_are_one_clear_error():
+    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+        metrics.classification_metrics([0, 1], np.ones((2, 2)) / 2, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="labels must lie"):
+        metrics.classification_metrics([0, 5], np.ones((2, 2)) / 2, ["a", "b"])
+
+
+def test_report_text_contains_the_numbers():
+    y, probs = _random_task(3, seed=7)
+    names = ["bcc", "mel", "scc"]
+    m = metrics.classification_metrics(y, probs, names)
+    text = metrics.report_text(y, probs, names)
+    for key, label in [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                       ("kappa", "kappa"), ("auc", "auc")]:
+        assert re.search(rf"^{label}: {m[key]:.4f}$", text, re.M), label
+    assert "precision" in text and "recall" in text and "macro avg" in text
+    for name, row in zip(names, m["confusion_matrix"]):     # confusion-matrix rows printed
+        assert re.search(rf"^{name}\s+" + r"\s+".join(map(str, row)) + r"\s*$", text, re.M)
+
+
+# ---- lesion focus -------------------------------------------------------------------------
+
+def _half_mask(size=8):
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, : size // 2] = 1
+    return mask
+
+
+def test_lesion_focus_known_answers():
+    mask = _half_mask()
+    inside = np.where(mask > 0, 3.0, 0.0)                   # all positive mass in the lesion
+    outside = np.where(mask > 0, -2.0, 5.0)                 # all positive mass outside
+    uniform = np.full((8, 8), 0.7)                          # half inside
+    cams = np.stack([inside, outside, uniform])
+    masks = np.stack([mask] * 3)
+    np.testing.assert_allclose(metrics.per_image_lesion_focus(cams, masks), [1.0, 0.0, 0.5])
+    assert metrics.lesion_focus(cams, masks) == pytest.approx(0.5)
+    assert metrics.lesion_focus(cams, masks * 255) == pytest.approx(0.5)   # 0/255 masks too
+
+
+def test_lesion_focus_ignores_negative_values():
+    mask = _half_mask()
+    cam = np.where(mask > 0, 1.0, -100.0)
+    cam[0, -1] = 1.0                                        # 1 positive unit outside, 32 inside
+    assert metrics.lesion_focus(cam[None], mask[None]) == pytest.approx(32 / 33)
+
+
+def test_lesion_focus_upsamples_low_resolution_cam():
+    mask = _half_mask(8)                                    # (8,8), left half lesion
+    uniform = np.full((2, 2), 1.0)                          # stays uniform -> 0.5
+    assert metrics.lesion_focus(uniform[None], mask[None]) == pytest.approx(0.5)
+    cols = np.array([[1.0, 0.0], [1.0, 0.0]])              # (2,2) left column hot
+    # bilinear (half-pixel centres) along a row: 1,1,.875,.625 | .375,.125,0,0 -> 3.5 / 4
+    assert metrics.lesion_focus(cols[None], mask[None]) == pytest.approx(0.875)
+    # masks of different sizes per image (lists)
+    values = metrics.per_image_lesion_focus([cols, uniform], [mask, _half_mask(16)])
+    np.testing.assert_allclose(values, [0.875, 0.5])
+
+
+def test_lesion_focus_skips_undefined_images():
+    mask = _half_mask()
+    cams = np.stack([np.full((8, 8), -1.0), np.ones((8, 8)), np.ones((8, 8))])
+    masks = np.stack([mask, np.zeros_like(mask), mask])    # no positive mass / empty mask / ok
+    per = metrics.per_image_lesion_focus(cams, masks)
+    assert np.isnan(per[0]) and np.isnan(per[1]) and per[2] == pytest.approx(0.5)
+    assert metrics.lesion_focus(cams, masks) == pytest.approx(0.5)
+    assert metrics.lesion_focus(cams[:2], masks[:2]) is None
+
+
+def test_cam_mask_pearson():
+    rng = np.random.default_rng(0)
+    mask = _half_mask()
+    assert metrics.cam_mask_pearson(mask[None].astype(float), mask[None]) == pytest.approx(1.0)
+    assert metrics.cam_mask_pearson(-mask[None].astype(float), mask[None]) == pytest.approx(-1.0)
+    cam = rng.normal(size=(8, 8))
+    expected = np.corrcoef(cam.ravel(), mask.ravel())[0, 1]
+    cams = np.stack([cam, np.ones((8, 8)), cam])            # zero-variance CAM skipped
+    masks = np.stack([mask, mask, np.zeros_like(mask)])     # zero-variance mask skipped
+    assert metrics.cam_mask_pearson(cams, masks) == pytest.approx(expected)
+    assert metrics.cam_mask_pearson(cams[1:], masks[1:]) is None
+
+
+def test_max_abs_cam():
+    cams = np.array([[[-25.0, 3.0], [1.0, 0.0]], [[46.0, -1.0], [2.0, 2.0]]])
+    assert metrics.max_abs_cam(cams) == 46.0
+    assert metrics.max_abs_cam(-cams) == 46.0
+
+
+def test_soft_vote():
+    a, b, c = (_random_task(3, n=10, seed=s)[1] for s in (1, 2, 3))
+    np.testing.assert_allclose(metrics.soft_vote([a, b, c]), (a + b + c) / 3)
+    np.testing.assert_allclose(metrics.soft_vote([a, b], weights=[1, 3]), 0.25 * a + 0.75 * b)
+    np.testing.assert_allclose(metrics.soft_vote([a, b, c]).sum(1), 1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.soft_vote([a, a[:, :2]])
+    with pytest.raises(ValueError, match="weights"):
+        metrics.soft_vote([a, b], weights=[1])
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+def _png_ok(path):
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_plots_write_pngs(tmp_path):
+    names = ["bcc", "mel", "scc"]
+    y, probs = _random_task(3, n=60, seed=5)
+    m = metrics.classification_metrics(y, probs, names)
+    _png_ok(plots.plot_confusion_matrix(m["confusion_matrix"], names, tmp_path / "cm.png"))
+    _png_ok(plots.plot_roc(y, probs, names, tmp_path / "roc.png"))
+    yb, pb = _random_task(2, n=60, seed=6)
+    _png_ok(plots.plot_roc(yb, pb, ["nevus", "others"], tmp_path / "roc_binary.png"))
+
+    n, s = 5, 64
+    yy, xx = np.mgrid[:s, :s]
+    masks = ((yy - 32) ** 2 + (xx - 28) ** 2 < 18 ** 2).astype(np.uint8)[None].repeat(n, 0)
+    images = np.zeros((n, s, s, 3), np.uint8)
+    images[...] = (200, 160, 140)
+    images[masks > 0] = (110, 70, 50)
+    cams = np.random.default_rng(0).normal(size=(n, 8, 8))
+    cams[:, 2:6, 1:5] += 4.0                                # hot spot on the lesion
+    out = plots.plot_cams(images, cams, masks, [f"img{i} p=0.9" for i in range(n)],
+                          tmp_path / "cams.png", max_images=4)
+    _png_ok(out)
+    _png_ok(plots.plot_cams(images, cams, None, None, tmp_path / "cams_nomask.png"))
+
+    epochs = np.arange(1, 6)
+    history = pd.DataFrame({"epoch": epochs, "loss": 1 / epochs, "val_loss": 1.2 / epochs,
+                            "accuracy": 1 - 0.5 / epochs, "val_accuracy": 1 - 0.6 / epochs,
+                            "cls_loss": 0.8 / epochs, "val_cls_loss": 0.9 / epochs,
+                            "mask_loss": 0.5 / epochs, "learning_rate": [1, 1, .5, .5, .25]})
+    _png_ok(plots.plot_history(history, tmp_path / "curves.png"))
+
+
+def test_cam_overlay_blends_jet_with_alpha():
+    image = np.full((4, 4, 3), 100, np.uint8)
+    cam = np.zeros((2, 2))
+    cam[0, 0] = 1.0
+    over = plots.cam_overlay(image, cam, alpha=0.4)
+    assert over.shape == (4, 4, 3) and over.dtype == np.uint8
+    # bottom-right is the CAM minimum -> jet(0) = dark blue (0, 0, 0.5)
+    np.testing.assert_allclose(over[3, 3], 0.6 * 100 + 0.4 * np.array([0, 0, 127.5]), atol=1)
