@@ -1,0 +1,22 @@
+"""Loss terms of L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask (DESIGN.md §5).
+
+Pure keras.ops functions; accept tensors or numpy arrays.
+"""
+
+from dermo.losses.center import center_loss, center_sums, updated_centers
+from dermo.losses.classification import categorical_ce, focal_loss
+from dermo.losses.cskl import cam_log_distributions, cskl_loss, kl_penalty
+from dermo.losses.lesion_focus import mask_loss, resize_masks
+
+__all__ = [
+    "cam_log_distributions",
+    "categorical_ce",
+    "center_loss",
+    "center_sums",
+    "cskl_loss",
+    "focal_loss",
+    "kl_penalty",
+    "mask_loss",
+    "resize_masks",
+    "updated_centers",
+]

@@ -1,0 +1,270 @@
+"""Loss terms and CAMs (DESIGN.md §4–5) against numpy references on tiny hand-made arrays."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from dermo.cam import class_activation_maps
+from dermo.losses import (
+    categorical_ce,
+    center_loss,
+    center_sums,
+    cskl_loss,
+    focal_loss,
+    kl_penalty,
+    mask_loss,
+    resize_masks,
+    updated_centers,
+)
+
+
+def npv(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def grad_of(fn, x):
+    """(value, d value / d x) with tf.GradientTape; x numpy."""
+    v = tf.Variable(np.asarray(x, np.float32))
+    with tf.GradientTape() as tape:
+        out = fn(v)
+    return npv(out), npv(tape.gradient(out, v))
+
+
+# ---------------------------------------------------------------- CAM
+def test_cam_matches_manual_loop():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    w = rng.normal(size=(5, 3)).astype(np.float32)
+    ref = np.zeros((2, 3, 4, 3), np.float32)
+    for b in range(2):
+        for i in range(3):
+            for j in range(4):
+                for k in range(3):
+                    ref[b, i, j, k] = sum(f[b, i, j, c] * w[c, k] for c in range(5))
+    got = npv(class_activation_maps(f, w))
+    assert got.shape == (2, 3, 4, 3)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cam_hand_value_and_gradient():
+    f = np.array([[[[1.0, 2.0]]]], np.float32)  # (1,1,1,2)
+    w = np.array([[3.0, -1.0], [0.5, 4.0]], np.float32)  # (2,2)
+    np.testing.assert_allclose(npv(class_activation_maps(f, w))[0, 0, 0], [4.0, 7.0])
+    _, g = grad_of(lambda v: ops.sum(class_activation_maps(v, w)), f)
+    np.testing.assert_allclose(g[0, 0, 0], w.sum(axis=1))  # d/dF_c Σ_k F_c W_ck
+
+
+# ---------------------------------------------------------------- classification
+Y2 = np.array([[1, 0, 0], [0, 0, 1]], np.float32)
+P2 = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], np.float32)
+
+
+def test_ce_two_samples():
+    want = -(np.log(0.7) + np.log(0.5)) / 2  # 0.5249
+    assert float(npv(categorical_ce(Y2, P2))) == pytest.approx(want, rel=1e-6)
+
+
+def test_focal_gamma0_is_ce_and_gamma2_hand_value():
+    assert float(npv(focal_loss(Y2, P2, gamma=0.0))) == pytest.approx(
+        float(npv(categorical_ce(Y2, P2))), rel=1e-6
+    )
+    want = -(0.3**2 * np.log(0.7) + 0.5**2 * np.log(0.5)) / 2  # 0.10269
+    assert float(npv(focal_loss(Y2, P2, gamma=2.0))) == pytest.approx(want, rel=1e-5)
+
+
+def test_classification_extreme_probs_finite_with_gradient():
+    y = np.array([[1, 0], [0, 1]], np.float32)
+    p = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)  # confidently wrong, p_true = 0
+    for fn in (categorical_ce, lambda a, b: focal_loss(a, b, 2.0)):
+        val, g = grad_of(lambda v: fn(y, v), p)
+        assert np.isfinite(val) and np.all(np.isfinite(g))
+    # clipped like keras: -log(1e-7) ≈ 16.118
+    assert float(npv(categorical_ce(y, p))) == pytest.approx(-np.log(1e-7), rel=1e-3)
+
+
+# ---------------------------------------------------------------- center
+def test_center_loss_hand_value_absent_class():
+    pooled = np.array([[1.0, 2.0], [3.0, 0.0], [0.0, 0.0]], np.float32)
+    labels = np.array([0, 0, 2])
+    centers = np.array([[1.0, 1.0], [100.0, -100.0], [2.0, 2.0]], np.float32)  # class 1 absent
+    # ||(0,1)||²=1, ||(2,-1)||²=5, ||(-2,-2)||²=8  -> (1+5+8)/3/2
+    assert float(npv(center_loss(pooled, labels, centers))) == pytest.approx(14 / 6, rel=1e-6)
+    _, g = grad_of(lambda v: center_loss(v, labels, centers), pooled)
+    np.testing.assert_allclose(g, 2 * (pooled - centers[labels]) / 6, rtol=1e-6)
+
+
+def test_center_sums_and_update_keep_zero_count_rows():
+    pooled = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)
+    sums, counts = center_sums(pooled, np.array([0, 2, 0]), 3)
+    np.testing.assert_allclose(npv(sums), [[6, 8], [0, 0], [3, 4]])
+    np.testing.assert_allclose(npv(counts), [2, 0, 1])
+    old = np.array([[0.0, 0.0], [7.0, -7.0], [1.0, 1.0]], np.float32)
+    new = npv(updated_centers(old, sums, counts, momentum=0.75))
+    np.testing.assert_allclose(new[0], 0.25 * np.array([3.0, 4.0]))
+    np.testing.assert_allclose(new[1], [7.0, -7.0])  # count 0: unchanged, no NaN
+    np.testing.assert_allclose(new[2], 0.75 * np.array([1.0, 1.0]) + 0.25 * np.array([3, 4]))
+    np.testing.assert_allclose(npv(updated_centers(old, sums, counts, 0.0))[0], [3.0, 4.0])
+
+
+# ---------------------------------------------------------------- cskl
+def np_cskl(cams, labels, mode, lambda_a=0.1, t=1.0):
+    b, h, w, k = cams.shape
+    x = cams.reshape(b, h * w, k).astype(np.float64) / t
+    x = x - x.max(axis=1, keepdims=True)
+    logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    f = (lambda v: v) if mode == "original" else (lambda v: v / (lambda_a * v * v + 1))
+    terms = []
+    for i in range(b):
+        y = labels[i]
+        for kk in range(k):
+            if kk == y:
+                continue
+            py, pk = np.exp(logp[i, :, y]), np.exp(logp[i, :, kk])
+            a = np.sum(py * (logp[i, :, y] - logp[i, :, kk]))
+            bb = np.sum(pk * (logp[i, :, kk] - logp[i, :, y]))
+            terms.append(f(a) + f(bb))
+    return -np.mean(terms) if terms else 0.0
+
+
+@pytest.mark.parametrize("mode", ["original", "penalized"])
+@pytest.mark.parametrize("t", [1.0, 2.0])
+def test_cskl_matches_numpy(mode, t):
+    rng = np.random.default_rng(1)
+    cams = rng.normal(scale=2.0, size=(3, 2, 3, 4)).astype(np.float32)
+    labels = np.array([0, 3, 1])
+    got = float(npv(cskl_loss(cams, labels, mode=mode, temperature=t)))
+    assert got == pytest.approx(np_cskl(cams, labels, mode, t=t), rel=1e-5, abs=1e-6)
+
+
+def test_cskl_hand_value_two_positions():
+    # P_y = softmax(0, ln 3) = (1/4, 3/4), P_k = (3/4, 1/4): KL both ways = ln 3 / 2
+    cams = np.zeros((1, 1, 2, 2), np.float32)
+    cams[0, 0, 1, 0] = np.log(3.0)
+    cams[0, 0, 0, 1] = np.log(3.0)
+    kl = np.log(3.0) / 2
+    got = float(npv(cskl_loss(cams, np.array([0]), mode="original")))
+    assert got == pytest.approx(-2 * kl, rel=1e-6)
+    got = float(npv(cskl_loss(cams, np.array([0]), mode="penalized", lambda_a=0.1)))
+    assert got == pytest.approx(-2 * kl / (0.1 * kl * kl + 1), rel=1e-6)
+
+
+def test_cskl_sign_rewards_divergence_and_identical_is_zero():
+    base = np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1)
+    same = np.concatenate([base, base, base], axis=-1)
+    for mode in ("original", "penalized"):
+        assert abs(float(npv(cskl_loss(same, np.array([1]), mode=mode)))) < 1e-6
+    slight = np.concatenate([base, base * 0.5, base], axis=-1)
+    strong = np.concatenate([base, -base, base[..., ::-1] * 0], axis=-1)
+    for mode in ("original", "penalized"):
+        l_slight = float(npv(cskl_loss(slight, np.array([0]), mode=mode)))
+        l_strong = float(npv(cskl_loss(strong, np.array([0]), mode=mode)))
+        assert l_strong < l_slight < 0
+
+
+def test_cskl_single_class_is_zero():
+    cams = np.random.default_rng(2).normal(size=(2, 3, 3, 1)).astype(np.float32)
+    val, g = grad_of(lambda v: cskl_loss(v, np.array([0, 0])), cams)
+    assert float(val) == 0.0 and np.all(g == 0)
+
+
+def test_kl_penalty_peaks_at_inverse_sqrt_lambda():
+    lam = 0.1
+    x = np.linspace(0.0, 20.0, 20001, dtype=np.float32)
+    fx = npv(kl_penalty(x, lam))
+    assert x[np.argmax(fx)] == pytest.approx(1 / np.sqrt(lam), abs=2e-3)
+    assert fx.max() == pytest.approx(1 / (2 * np.sqrt(lam)), rel=1e-6)
+
+
+def test_cskl_bad_mode():
+    with pytest.raises(ValueError, match="cskl mode"):
+        cskl_loss(np.zeros((1, 2, 2, 2), np.float32), np.array([0]), mode="off")
+
+
+# ---------------------------------------------------------------- mask
+def lesion(h=4, w=4):
+    m = np.zeros((h, w), np.float32)
+    m[1:3, 1:3] = 1.0
+    return m
+
+
+def test_mask_loss_perfect_and_inverted():
+    m = lesion()
+    cams = np.stack([m, 3 * m + 1], axis=-1)[None]  # (1,4,4,2): r = 1 for both classes
+    assert float(npv(mask_loss(cams, m[None]))) == pytest.approx(0.0, abs=1e-5)
+    assert float(npv(mask_loss(-cams, m[None, ..., None]))) == pytest.approx(2.0, abs=1e-5)
+
+
+def test_mask_loss_area_resize_and_numpy_reference():
+    rng = np.random.default_rng(3)
+    big = np.zeros((2, 12, 12), np.float32)
+    big[0, 2:7, 1:8] = 1.0
+    big[1, 0:4, :] = 1.0
+    small = big.reshape(2, 4, 3, 4, 3).mean(axis=(2, 4))  # area average to 4x4 (3x3 blocks)
+    np.testing.assert_allclose(npv(resize_masks(big[..., None], (4, 4))), small, atol=1e-6)
+    cams = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    ref = np.mean([
+        1 - np.corrcoef(small[i].ravel(), cams[i, ..., k].ravel())[0, 1]
+        for i in range(2) for k in range(3)
+    ])
+    assert float(npv(mask_loss(cams, big))) == pytest.approx(ref, rel=1e-4)
+
+
+def test_mask_loss_excludes_empty_and_full_masks():
+    m = lesion()
+    cams = np.stack([m, -m], axis=-1)[None].repeat(3, axis=0)  # per image terms 0 and 2 -> 1
+    masks = np.stack([m, np.zeros_like(m), np.ones_like(m)])
+    assert float(npv(mask_loss(cams, masks))) == pytest.approx(1.0, abs=1e-5)
+    only_empty = np.stack([np.zeros_like(m), np.ones_like(m), np.zeros_like(m)])
+    val, g = grad_of(lambda v: mask_loss(v, only_empty), cams)
+    assert float(val) == 0.0 and np.all(np.isfinite(g)) and np.all(g == 0)
+
+
+def test_mask_loss_constant_cam_finite():
+    m = lesion()
+    cams = np.full((1, 4, 4, 2), 5.0, np.float32)
+    val, g = grad_of(lambda v: mask_loss(v, m[None]), cams)
+    assert float(val) == pytest.approx(1.0, abs=1e-6)  # r = 0
+    assert np.all(np.isfinite(g))
+
+
+# ---------------------------------------------------------------- gradients, extreme values
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_all_cam_losses_have_finite_gradients(scale):
+    rng = np.random.default_rng(4)
+    cams = (np.sign(rng.normal(size=(3, 4, 4, 3))) * scale).astype(np.float32)  # ±scale
+    cams[1] = scale  # constant CAMs for image 1
+    labels = np.array([0, 1, 2])
+    masks = np.stack([lesion(), np.zeros((4, 4)), np.ones((4, 4))]).astype(np.float32)
+    fns = [
+        lambda v: cskl_loss(v, labels, mode="original"),
+        lambda v: cskl_loss(v, labels, mode="penalized"),
+        lambda v: cskl_loss(v, labels, temperature=0.5),
+        lambda v: mask_loss(v, masks),
+    ]
+    for fn in fns:
+        val, g = grad_of(fn, cams)
+        assert np.isfinite(val) and np.all(np.isfinite(g))
+    feats = (rng.normal(size=(3, 4, 4, 5)) * scale).astype(np.float32)
+    kernel = rng.normal(size=(5, 3)).astype(np.float32)
+    val, g = grad_of(lambda v: mask_loss(class_activation_maps(v, kernel), masks)
+                     + cskl_loss(class_activation_maps(v, kernel), labels)
+                     + center_loss(ops.mean(v, axis=(1, 2)), labels, np.zeros((3, 5))), feats)
+    assert np.isfinite(val) and np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+def test_losses_work_in_graph_mode_with_unknown_batch():
+    spec = [tf.TensorSpec((None, 4, 4, 2), tf.float32), tf.TensorSpec((None,), tf.int32),
+            tf.TensorSpec((None, 8, 8, 1), tf.float32)]
+
+    @tf.function(input_signature=spec)
+    def total(cams, labels, masks):
+        return cskl_loss(cams, labels) + mask_loss(cams, masks)
+
+    rng = np.random.default_rng(5)
+    cams = rng.normal(size=(2, 4, 4, 2)).astype(np.float32)
+    labels = np.array([0, 1], np.int32)
+    masks = np.zeros((2, 8, 8, 1), np.float32)
+    masks[:, 2:6, 2:6] = 1.0
+    want = float(npv(cskl_loss(cams, labels))) + float(npv(mask_loss(cams, masks)))
+    assert float(total(cams, labels, masks)) == pytest.approx(want, rel=1e-5)
