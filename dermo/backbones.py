@@ -18,6 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from dermo.errors import DermoError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS_CHOICES = ("imagenet", "noisy-student", "none")
@@ -48,7 +50,7 @@ BACKBONES = {f"B{i}": BackboneSpec(f"B{i}", res)
              for i, res in enumerate((224, 240, 260, 300, 380, 456, 528, 600))}
 
 
-class BackboneError(ValueError):
+class BackboneError(DermoError, ValueError):
     """A backbone or weights problem, as one line naming the fix."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from dermo.errors import DermoError
 from dermo.imageio import BadInputError, is_image_file, mask_path_for
 
 TASK_CLASSES = {"binary": ["nevus", "others"], "multiclass": ["bcc", "mel", "scc"]}
@@ -47,7 +48,7 @@ class Dataset:
         return getattr(self, name)
 
 
-class DataError(ValueError):
+class DataError(DermoError, ValueError):
     """A dataset-level mistake (layout, classes, columns): one line naming the fix."""
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dermo.errors import DermoError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_SUFFIX = "_mask"
 # Larger images are refused before decoding (a 100-megapixel JPEG needs ~300 MB per copy).
 MAX_PIXELS = 80_000_000
 
 
-class BadInputError(ValueError):
+class BadInputError(DermoError, ValueError):
     """A file that cannot be used; str() is one line naming the file and the problem."""
 
     def __init__(self, path, problem: str):

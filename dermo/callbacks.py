@@ -1,0 +1,87 @@
+"""Keras callbacks the training loop needs beyond Keras' own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dermo.runs import read_json, write_json
+
+
+class CenterRefresh(keras.callbacks.Callback):
+    """At each epoch end move the class centres to the features seen in that epoch."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.refresh_centers()
+
+
+class EpochSync(keras.callbacks.Callback):
+    """Keep the training batches' shuffling in step with the epoch number (also after a resume)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.batches.epoch != epoch:
+            self.batches.set_epoch(epoch)
+
+
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that says what happened and what to try."""
+
+    def __init__(self):
+        super().__init__()
+        self.message = None
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            terms = {k: float(v) for k, v in (logs or {}).items() if k.endswith("loss")}
+            self.message = (f"training stopped: the loss became {float(loss)} at batch {batch} "
+                            f"(terms {terms}); try a lower --learning-rate or --lambda-cskl, "
+                            "or --cskl penalized")
+        super().on_batch_end(batch, logs)
+
+
+class ResumableState(keras.callbacks.Callback):
+    """Save the state of EarlyStopping and ReduceLROnPlateau after each epoch (atomically) and put it
+    back when a run resumes, so patience counters and best values carry over an interruption."""
+
+    FIELDS = {keras.callbacks.EarlyStopping: ("wait", "best", "stopped_epoch", "best_epoch"),
+              keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter")}
+
+    def __init__(self, path, watched: list, resume: bool):
+        super().__init__()
+        self.path = Path(path)
+        self.watched = watched
+        self.resume = resume
+
+    def _fields(self, cb):
+        for klass, fields in self.FIELDS.items():
+            if isinstance(cb, klass):
+                return fields
+        return ()
+
+    def on_train_begin(self, logs=None):
+        if not (self.resume and self.path.exists()):
+            return
+        state = read_json(self.path)
+        for cb in self.watched:
+            for name, value in state.get(type(cb).__name__, {}).items():
+                setattr(cb, name, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = {type(cb).__name__: {f: _plain(getattr(cb, f, None)) for f in self._fields(cb)}
+                 for cb in self.watched}
+        state["epoch"] = epoch + 1
+        write_json(self.path, state)
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if hasattr(value, "numpy"):
+        return float(value.numpy())
+    return value

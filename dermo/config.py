@@ -1,0 +1,105 @@
+"""Training configuration: one dataclass, its command-line parser and its JSON form (DESIGN.md §7)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dermo.backbones import BACKBONES
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None
+    task: str = "auto"
+    label_column: str = "label"
+    backbone: str = "B0"
+    image_size: int = 299
+    batch_size: int = 16
+    epochs: int = 50
+    weights: str = "imagenet"
+    lambda_center: float = 1.0
+    lambda_cskl: float = 0.1
+    lambda_mask: float = 0.5
+    cskl: str = "penalized"
+    lambda_a: float = 0.1
+    cam_temperature: float = 1.0
+    focal_gamma: float = 2.0
+    center_momentum: float = 0.5
+    dropout: float = 0.2
+    bn_momentum: float | None = None      # None: 0.9 when training from scratch, else the backbone's
+    learning_rate: float = 1.0
+    early_stopping_patience: int = 10
+    lr_patience: int = 2
+    val_fraction: float = 0.2
+    seed: int = 0
+    out: str | None = None
+    resume: bool = False
+    on_bad_image: str = "error"
+    workers: int = 2
+    strategy: str = "auto"
+    mixed_precision: bool = False
+    hair_removal: bool = True
+    color_constancy: bool = True
+    cache_dir: str | None = None
+    deterministic: bool = True
+    demo: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out or "runs/train")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p.add_argument("--data", help="dataset folder (train/val/<class>/...) or CSV manifest")
+    p.add_argument("--task", choices=["binary", "multiclass", "auto"], default=d.task)
+    p.add_argument("--label-column", default=d.label_column, help="CSV column holding the class name")
+    p.add_argument("--backbone", default=d.backbone, help=f"one of {', '.join(BACKBONES)}")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--weights", default=d.weights, help="imagenet | noisy-student | none | FILE.h5")
+    p.add_argument("--lambda-center", type=float, default=d.lambda_center)
+    p.add_argument("--lambda-cskl", type=float, default=d.lambda_cskl)
+    p.add_argument("--lambda-mask", type=float, default=d.lambda_mask)
+    p.add_argument("--cskl", choices=["penalized", "original", "off"], default=d.cskl)
+    p.add_argument("--lambda-a", type=float, default=d.lambda_a, help="penalty of the penalised CSKL")
+    p.add_argument("--cam-temperature", type=float, default=d.cam_temperature)
+    p.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
+    p.add_argument("--center-momentum", type=float, default=d.center_momentum)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--bn-momentum", type=float, default=None,
+                   help="BatchNorm moving-average momentum (default: 0.9 from scratch, else the backbone's)")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
+    p.add_argument("--lr-patience", type=int, default=d.lr_patience)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="validation share when the data has no split")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--on-bad-image", choices=["error", "skip"], default=d.on_bad_image)
+    p.add_argument("--workers", type=int, default=d.workers, help="augmentation threads")
+    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default=d.strategy)
+    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    p.add_argument("--no-hair-removal", dest="hair_removal", action="store_false")
+    p.add_argument("--no-color-constancy", dest="color_constancy", action="store_false")
+    p.add_argument("--cache-dir", help="preprocessing cache (default $DERMO_CACHE or ~/.cache/dermo)")
+    p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                   help="allow non-deterministic (faster) TF ops")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig.from_dict(vars(args))

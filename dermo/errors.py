@@ -1,0 +1,20 @@
+"""The one error type users see, and the wrapper that turns it into a one-line message."""
+from __future__ import annotations
+
+import sys
+
+
+class DermoError(Exception):
+    """A problem with the user's input or setup; str() is one line naming the file/option and the fix."""
+
+
+def run_cli(fn, prog: str) -> int:
+    """Call fn(); a DermoError or Ctrl-C becomes one line on stderr and exit status 2 (130 for Ctrl-C)."""
+    try:
+        return fn()
+    except DermoError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

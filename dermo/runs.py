@@ -1,0 +1,84 @@
+"""The run folder (DESIGN.md §8): names, atomic JSON writes, reading a run back."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dermo.config import TrainConfig
+from dermo.errors import DermoError
+from dermo.imageio import atomic_write_bytes
+
+CONFIG = "config.json"
+CLASSES = "classes.json"
+MODEL_KERAS = "model.keras"
+MODEL_H5 = "model.h5"
+HISTORY = "history.csv"
+CURVES = "curves.png"
+BEST_WEIGHTS = "best.weights.h5"
+BACKUP_DIR = "backup"
+STATE = "train_state.json"
+
+
+class RunError(DermoError, ValueError):
+    """A run folder that cannot be used, as one line naming the fix."""
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    return f"{cfg.task}-{cfg.backbone.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def save_keras_atomic(model, path) -> None:
+    """model.save to a temporary name in the same folder, then rename (a kill never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@dataclass
+class Run:
+    path: Path
+    config: TrainConfig
+    classes: list[str]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_KERAS if (self.path / MODEL_KERAS).exists() else self.path / MODEL_H5
+
+
+def load_run(path) -> Run:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: run folder not found")
+    if not (path / CONFIG).exists():
+        raise RunError(f"{path}: no {CONFIG} — not a finished dermo run folder (train with train.py "
+                       "--out, or evaluate a model file with --model FILE --task T --data DATA)")
+    cfg = TrainConfig.from_dict(read_json(path / CONFIG))
+    classes = read_json(path / CLASSES)["classes"] if (path / CLASSES).exists() else None
+    if not classes:
+        raise RunError(f"{path}: no {CLASSES}; the run did not finish")
+    run = Run(path, cfg, classes)
+    if not run.model_path.exists():
+        raise RunError(f"{path}: no {MODEL_KERAS} or {MODEL_H5}; the run did not finish "
+                       "(continue it with train.py --resume --out {path})")
+    return run

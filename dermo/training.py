@@ -1,0 +1,189 @@
+"""One training run: data -> preprocessing cache -> CAMModel.fit -> run folder (DESIGN.md §6, §8)."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from dermo import runs
+from dermo.callbacks import CenterRefresh, EpochSync, NaNGuard, ResumableState
+from dermo.cam_model import CAMModel, LossConfig
+from dermo.config import TrainConfig
+from dermo.errors import DermoError
+from dermo.datasets import Dataset, load_dataset, loss_kind
+from dermo.network import build_graph, inference_model, set_bn_momentum
+from dermo.pipeline import LesionBatches, prepare, settings_for
+
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+class TrainingError(DermoError, RuntimeError):
+    """Training could not go on; one line saying why and what to do."""
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+    """Python, NumPy and TF seeds; op determinism makes two CPU runs give identical histories."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_strategy(name: str):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def loss_config(cfg: TrainConfig, num_classes: int) -> LossConfig:
+    return LossConfig(classification=loss_kind(num_classes), lambda_center=cfg.lambda_center,
+                      lambda_cskl=cfg.lambda_cskl, lambda_mask=cfg.lambda_mask, cskl=cfg.cskl,
+                      lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
+                      focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> CAMModel:
+    """The CAMModel for `cfg` (not compiled)."""
+    inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout)
+    model = CAMModel(inputs, outputs, loss_config(cfg, num_classes), name="dermo_cam_model")
+    momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
+    if momentum:
+        set_bn_momentum(model, momentum)
+    return model
+
+
+def compile_model(model: CAMModel, cfg: TrainConfig) -> None:
+    optimizer = keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, rho=0.9)
+    if cfg.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer)
+
+
+def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
+    """Class means of the pooled features over the training set (inference mode) -> (K, C)."""
+    pooled_model = keras.Model(model.inputs, model.outputs[2])
+    sums = np.zeros(tuple(model.centers.shape), "float64")
+    counts = np.zeros(model.num_classes)
+    for i in range(len(batches)):
+        x, (y, _) = batches[i]
+        g = np.asarray(pooled_model(x, training=False), "float64")
+        sums += y.T @ g
+        counts += y.sum(axis=0)
+    return (sums / np.maximum(counts, 1)[:, None]).astype("float32")
+
+
+def make_callbacks(cfg: TrainConfig, run_dir: Path, model, train_batches) -> list:
+    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping_patience,
+                                          restore_best_weights=True, verbose=1)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                                min_lr=1e-4, verbose=1)
+    return [
+        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), delete_checkpoint=False),
+        EpochSync(train_batches),
+        CenterRefresh(),
+        NaNGuard(),
+        keras.callbacks.ModelCheckpoint(str(run_dir / runs.BEST_WEIGHTS), monitor="val_accuracy",
+                                        save_best_only=True, save_weights_only=True),
+        plateau,
+        early,
+        ResumableState(run_dir / runs.STATE, [early, plateau], resume=cfg.resume),
+        keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=cfg.resume),
+    ]
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    run_dir = cfg.run_dir
+    if cfg.resume:
+        if not (run_dir / runs.BACKUP_DIR).exists():
+            raise TrainingError(f"{run_dir}: nothing to resume (no {runs.BACKUP_DIR}/ checkpoint); "
+                                "start without --resume")
+    elif (run_dir / runs.CONFIG).exists() or (run_dir / runs.BACKUP_DIR).exists():
+        raise TrainingError(f"{run_dir}: already holds a run; pass --resume to continue it or choose "
+                            "another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
+    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image)
+    settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
+    log(f"data: {ds.source} — classes {ds.classes}, {len(ds.train)} train / {len(ds.val)} val images")
+    log("preprocessing (cached; hair removal, colour constancy, lesion masks)…")
+    train_items, bad_train = prepare(ds.train, settings, cfg.cache_dir, cfg.on_bad_image)
+    val_items, bad_val = prepare(ds.val, settings, cfg.cache_dir, cfg.on_bad_image)
+    ds.skipped += bad_train + bad_val
+    if ds.skipped:
+        log(f"skipped {len(ds.skipped)} bad file(s):")
+        for line in ds.skipped:
+            log(f"  {line}")
+    if not train_items or not val_items:
+        raise TrainingError(f"{cfg.data}: no usable {'training' if not train_items else 'validation'} "
+                            "images left")
+    return ds, train_items, val_items
+
+
+def train(cfg: TrainConfig, log=print) -> Path:
+    """Run a whole training; returns the run folder."""
+    set_seeds(cfg.seed, cfg.deterministic)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    run_dir = prepare_run_dir(cfg)
+    ds, train_items, val_items = load_data(cfg, log)
+    runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
+    strategy = make_strategy(cfg.strategy)
+    with strategy.scope():
+        model = build_model(cfg, ds.num_classes)
+        compile_model(model, cfg)
+    train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
+                                  seed=cfg.seed, workers=cfg.workers)
+    val_batches = LesionBatches(val_items, ds.num_classes, cfg.image_size, cfg.batch_size,
+                                workers=cfg.workers)
+    if not cfg.resume:
+        model.set_centers(initial_centers(model, LesionBatches(train_items, ds.num_classes, cfg.image_size,
+                                                               cfg.batch_size)))
+    callbacks = make_callbacks(cfg, run_dir, model, train_batches)
+    start = time.time()
+    model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, callbacks=callbacks,
+              verbose=1 if os.environ.get("CI") is None else 2)
+    guard = next(cb for cb in callbacks if isinstance(cb, NaNGuard))
+    if guard.message:
+        raise TrainingError(guard.message)
+    if (run_dir / runs.BEST_WEIGHTS).exists():
+        model.load_weights(run_dir / runs.BEST_WEIGHTS)
+    finish_run(cfg, run_dir, model, ds, time.time() - start, log)
+    return run_dir
+
+
+def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log) -> None:
+    from dermo.plots import plot_history  # matplotlib only when a run finishes
+
+    net = inference_model(model)
+    runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS)
+    runs.save_keras_atomic(net, run_dir / runs.MODEL_H5)
+    history = pd.read_csv(run_dir / runs.HISTORY)
+    plot_history(history, run_dir / runs.CURVES)
+    config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,
+              "data_source": ds.source, "feature_layer": "top_activation",
+              "train_seconds": round(seconds, 1), "skipped": ds.skipped}
+    runs.write_json(run_dir / runs.CONFIG, config)
+    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
+    best = history["val_accuracy"].max() if "val_accuracy" in history else float("nan")
+    log(f"done in {seconds:.0f} s: best val accuracy {best:.3f}. Run folder: {run_dir}/ "
+        f"(curves.png, history.csv, model.keras). Evaluate: python evaluate.py --run {run_dir}")
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    import dataclasses
+
+    d = dataclasses.asdict(cfg)
+    d["resume"] = False
+    return d
