@@ -101,7 +101,11 @@ def _stratified_split(samples: list[Sample], val_fraction: float, seed: int, sou
     counts = pd.Series(labels).value_counts()
     if (counts < 2).any():
         raise DataError(f"{source}: every class needs at least 2 images to make a train/val split")
-    train, val = train_test_split(samples, test_size=val_fraction, stratify=labels, random_state=seed)
+    try:
+        train, val = train_test_split(samples, test_size=val_fraction, stratify=labels, random_state=seed)
+    except ValueError as e:  # e.g. fewer validation images than classes
+        raise DataError(f"{source}: cannot make a stratified {val_fraction:g} validation split "
+                        f"of {len(samples)} images ({e})") from None
     return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
 
 
@@ -162,8 +166,7 @@ def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0
     classes = check_task_classes(task, sorted(df[label_column].unique()), csv_path)
     index = {c: i for i, c in enumerate(classes)}
     samples, splits, skipped = [], [], []
-    for row in df.itertuples(index=False):
-        row = row._asdict()
+    for row in df.to_dict("records"):  # not itertuples: it renames columns such as "lesion type"
         image, mask = row["image"], row.get("mask")
         problem = None
         if not Path(image).is_file():

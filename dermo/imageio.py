@@ -99,7 +99,8 @@ def to_uint8_rgb(img: np.ndarray, path="<array>") -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img / 257.0).round().astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
-        hi = 255.0 if img.max() > 1.0 else 1.0
+        # [0, 1] data, allowing the small overshoot of lossy float TIFFs (cv2's default SGILOG reaches ~1.005)
+        hi = 255.0 if img.max() > 2.0 else 1.0
         img = np.clip(img / hi * 255.0, 0, 255).round().astype(np.uint8)
     elif img.dtype != np.uint8:
         raise BadInputError(path, f"unsupported pixel type {img.dtype}")
