@@ -27,7 +27,7 @@ import numpy as np
 from dermo.imageio import mask_path_for, write_jpeg, write_png
 
 CLASSES = {"binary": ["nevus", "others"], "multiclass": ["bcc", "mel", "scc"]}
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 ATYPICAL_FRACTION = 0.25
 README_HEADER = "dermo synthetic demo dataset"
 MARKER = ".complete"
@@ -64,6 +64,11 @@ def _mix(a: np.ndarray, b, w: np.ndarray) -> np.ndarray:
     d = np.subtract(b, a, dtype=np.float32)
     d *= w[..., None]
     return d.__iadd__(a)
+
+
+def _dot(layer: np.ndarray, x, y, r: float, value) -> None:
+    """Filled anti-aliased disc of sub-pixel radius r (>= 0.6 px) at (x, y), drawn in place."""
+    cv2.circle(layer, (int(x) * 16 + 8, int(y) * 16 + 8), int(max(r, 0.6) * 16), value, -1, cv2.LINE_AA, 4)
 
 
 def _network(rng, s: int, period: float, width: float) -> np.ndarray:
@@ -112,8 +117,7 @@ def _nevus(rng, s, sc, dist, radius):
     ys, xs = np.nonzero(dist > 0.15)
     n_glob = int(rng.integers(5, 25)) if rng.random() < 0.3 else 0  # globular pattern
     for i in rng.choice(len(ys), size=min(len(ys), n_glob), replace=False):
-        cv2.circle(col, (int(xs[i]), int(ys[i])), max(1, int(rng.uniform(2, 4) * sc)),
-                   tuple(float(v) for v in base * 0.7), -1, cv2.LINE_AA)
+        _dot(col, xs[i], ys[i], rng.uniform(2, 4) * sc, tuple(float(v) for v in base * 0.7))
     return col, np.float32(rng.uniform(0.8, 1.0))
 
 
@@ -128,7 +132,7 @@ def _mel(rng, s, sc, dist, radius):
     dots = np.zeros((s, s), np.float32)
     ys, xs = np.nonzero((dist > 0.02) & (dist < 0.45))
     for i in rng.choice(len(ys), size=min(len(ys), int(rng.integers(0, 12))), replace=False):
-        cv2.circle(dots, (int(xs[i]), int(ys[i])), max(1, int(rng.uniform(1, 3) * sc)), 1.0, -1, cv2.LINE_AA)
+        _dot(dots, xs[i], ys[i], rng.uniform(1, 3) * sc, 1.0)
     col = col * (1 - 0.8 * dots)[..., None] + 0.03 * _noise(rng, s, 1.0 * sc)[..., None]
     return col, np.float32(rng.uniform(0.85, 1.0))
 
@@ -177,7 +181,7 @@ def _scc(rng, s, sc, dist, radius):
     col = _mix(col, (0.85, 0.42, 0.42), rim)
     ys, xs = np.nonzero((dist > 0) & (dist < 0.35))
     for i in rng.choice(len(ys), size=min(len(ys), int(rng.integers(0, 10))), replace=False):
-        cv2.circle(col, (int(xs[i]), int(ys[i])), max(1, int(1.5 * sc)), (0.7, 0.15, 0.18), -1, cv2.LINE_AA)
+        _dot(col, xs[i], ys[i], 1.5 * sc, (0.7, 0.15, 0.18))
     return col + 0.03 * _noise(rng, s, 0.8 * sc)[..., None], np.float32(rng.uniform(0.75, 0.95))
 
 
