@@ -45,4 +45,4 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
 
 def inference_model(model: keras.Model) -> keras.Model:
     """image -> probabilities, sharing the trained layers; saves and loads as plain Keras."""
-    return keras.Model(model.inputs, model.get_layer(PROBS_LAYER).output, name="dermo_classifier")
+    return keras.Model(model.input, model.get_layer(PROBS_LAYER).output, name="dermo_classifier")

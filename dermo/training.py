@@ -1,8 +1,8 @@
 """One training run: data -> preprocessing cache -> CAMModel.fit -> run folder (DESIGN.md §6, §8)."""
 from __future__ import annotations
 
-import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -70,7 +70,7 @@ def compile_model(model: CAMModel, cfg: TrainConfig) -> None:
 
 def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
     """Class means of the pooled features over the training set (inference mode) -> (K, C)."""
-    pooled_model = keras.Model(model.inputs, model.outputs[2])
+    pooled_model = keras.Model(model.input, model.outputs[2])
     sums = np.zeros(tuple(model.centers.shape), "float64")
     counts = np.zeros(model.num_classes)
     for i in range(len(batches)):
@@ -83,7 +83,7 @@ def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
 
 def make_callbacks(cfg: TrainConfig, run_dir: Path, model, train_batches) -> list:
     early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping_patience,
-                                          restore_best_weights=True, verbose=1)
+                                          mode="max", restore_best_weights=True, verbose=1)
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                                 min_lr=1e-4, verbose=1)
     return [
@@ -91,7 +91,7 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, model, train_batches) -> lis
         EpochSync(train_batches),
         CenterRefresh(),
         NaNGuard(),
-        keras.callbacks.ModelCheckpoint(str(run_dir / runs.BEST_WEIGHTS), monitor="val_accuracy",
+        keras.callbacks.ModelCheckpoint(str(run_dir / runs.BEST_WEIGHTS), monitor="val_accuracy", mode="max",
                                         save_best_only=True, save_weights_only=True),
         plateau,
         early,
@@ -153,7 +153,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     callbacks = make_callbacks(cfg, run_dir, model, train_batches)
     start = time.time()
     model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, callbacks=callbacks,
-              verbose=1 if os.environ.get("CI") is None else 2)
+              verbose=1 if sys.stdout.isatty() else 2)
     guard = next(cb for cb in callbacks if isinstance(cb, NaNGuard))
     if guard.message:
         raise TrainingError(guard.message)
