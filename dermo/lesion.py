@@ -16,6 +16,7 @@ import numpy as np
 
 FOV_WORK = 128        # short side (px) of the copy the field of view is found on
 SEG_WORK = 160        # short side (px) of the copy the lesion is segmented on
+DARK = -0.25        # lesion_direction's lightness component below this: a pigmented lesion
 GROW = 0.015          # final lesion mask is dilated by this fraction of the shorter side
 
 
@@ -158,33 +159,57 @@ def shades_of_gray(img: np.ndarray, fov: np.ndarray | None = None, p: int = 6) -
 
 # ----------------------------------------------------------------------------- segmentation
 
+def lesion_direction(lab: np.ndarray, m: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lab float (h, w, 3), FOV and ring bool (h, w) -> (skin colour (3,), unit direction skin->lesion (3,)).
+
+    The lesion colour is the median of the quarter of central pixels most unlike the ring's median
+    colour (dermoscopy centres the lesion); the skin colour is the median of the ring pixels on the
+    skin side along that direction (so a lesion reaching into the ring does not bias it).
+    """
+    h, w = m.shape
+    ring_pix = lab[ring] if ring.sum() >= 20 else lab[m]
+    s0 = np.median(ring_pix, axis=0)
+    centre = _central_ellipse(h, w, 0.25) & m
+    cp = lab[centre] if centre.sum() >= 10 else lab[m]
+    dist = np.sqrt(((cp - s0) ** 2).sum(axis=1))
+    d = np.median(cp[dist >= np.percentile(dist, 75)], axis=0) - s0
+    norm = float(np.linalg.norm(d))
+    d = d / norm if norm > 1e-3 else np.array([-1.0, 0.0, 0.0], np.float32)
+    along = (ring_pix - s0) @ d
+    return np.median(ring_pix[along <= np.median(along)], axis=0), d.astype(np.float32)
+
+
 def lesion_feature(small: np.ndarray, m: np.ndarray, ring: np.ndarray | None = None) -> np.ndarray:
     """uint8 RGB (h, w, 3), bool FOV (h, w) -> float32 (h, w), high where lesion-like.
 
-    Sum of three z-scored cues (statistics over FOV pixels): inverted blue channel; colour
-    distance (Lab) from the skin colour, counting only darker-than-skin lightness (the skin colour
-    is the median of the lighter half of `ring`, by default a band just inside the FOV edge); the
-    first principal component of RGB, oriented so that darker is higher.
+    A sum of cues, each z-scored over the FOV pixels. `ring` (default: a band just inside the FOV
+    edge) gives the skin colour. Pigmented lesions (darker than the skin: nevi, melanomas) use the
+    inverted blue channel, the first principal component of RGB (darker -> higher) and the Lab
+    distance from the skin counting only darker lightness. Others (pink, white: many BCC / SCC)
+    use the Lab projection onto the skin->lesion direction plus the Lab distance from the skin.
     """
     if ring is None:
         ring = _edge_band(m, max(3, min(m.shape) // 10))
     x = small.astype(np.float32)
-    pix = x[m]                                                              # (N, 3)
-    mu = pix.mean(axis=0)
-    centred = pix - mu
-    _, vecs = np.linalg.eigh(centred.T @ centred)
-    pc = vecs[:, -1] if vecs[:, -1].sum() < 0 else -vecs[:, -1]            # darker -> higher
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    ring_pix = lab[ring] if ring.sum() >= 20 else lab[m]
-    light = ring_pix[:, 0] >= np.median(ring_pix[:, 0])
-    skin = np.median(ring_pix[light], axis=0)
-    d = lab - skin
-    np.minimum(d[..., 0], 0, out=d[..., 0])                                 # brighter L: no distance
-    cues = (255.0 - x[..., 2], np.sqrt((d * d).sum(axis=2)), x @ pc.astype(np.float32))
+    lab = cv2.cvtColor(x / 255.0, cv2.COLOR_RGB2LAB)                        # L 0..100, a, b
+    lab[..., 0] *= 0.5                                                      # colour counts more
+    skin, d = lesion_direction(lab, m, ring)
+    diff = lab - skin
+    if d[0] < DARK:                                                         # darker than the skin
+        pix = x[m]                                                          # (N, 3)
+        centred = pix - pix.mean(axis=0)
+        _, vecs = np.linalg.eigh(centred.T @ centred)
+        pc = vecs[:, -1] if vecs[:, -1].sum() < 0 else -vecs[:, -1]
+        diff[..., 0] = np.minimum(diff[..., 0], 0) * 5.1                    # brighter: no distance;
+                                                                            # darker weighs as 8-bit L
+        cues = (255.0 - x[..., 2], x @ pc.astype(np.float32), np.sqrt((diff * diff).sum(axis=2)))
+    else:
+        cues = (diff @ d, np.sqrt((diff * diff).sum(axis=2)))
     out = np.zeros(m.shape, np.float32)
+    m8 = m.astype(np.uint8)
     for f in cues:
-        v = f[m]
-        out += (f - v.mean()) / (float(v.std()) + 1e-6)
+        mean, std = cv2.meanStdDev(f.astype(np.float32), mask=m8)
+        out += (f - np.float32(mean[0, 0])) / np.float32(std[0, 0] + 1e-6)
     return out
 
 
@@ -205,24 +230,39 @@ def _otsu_foreground(f: np.ndarray, m: np.ndarray) -> np.ndarray:
     return (u > t) & m
 
 
-def flatten_illumination(small: np.ndarray, m: np.ndarray, lesion: np.ndarray) -> np.ndarray:
-    """Divide out smooth vignetting: fit log-grey = a + b x + c y + d r^2 on skin pixels.
+def flatten_illumination(small: np.ndarray, m: np.ndarray, lesion: np.ndarray | None = None) -> np.ndarray:
+    """Divide out smooth vignetting: fit log-grey = a + b x + c y + d r^2 (d <= 0) on skin pixels.
 
-    small uint8 RGB (h, w, 3); m FOV bool (h, w); lesion bool (h, w) first guess (skin = FOV minus
-    a dilated lesion). Returns uint8 RGB (h, w, 3); unchanged if too little skin is visible.
+    small uint8 RGB (h, w, 3); m FOV bool (h, w); lesion bool (h, w) a first guess (skin = FOV minus
+    the dilated lesion) or None (robust fit on the whole FOV: the 40 % worst-fitting pixels, i.e.
+    the lesion, are dropped and the fit repeated). Returns uint8 RGB (h, w, 3); unchanged if too
+    little skin is visible.
     """
     h, w = m.shape
-    skin = m & ~cv2.dilate(lesion.astype(np.uint8), _disk(max(2, min(h, w) // 20))).astype(bool)
+    skin = m.copy()
+    if lesion is not None:
+        skin &= ~cv2.dilate(lesion.astype(np.uint8), _disk(max(2, min(h, w) // 20))).astype(bool)
     if skin.sum() < 0.05 * m.sum() or skin.sum() < 50:
         return small
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     half = max(h, w) / 2
-    xx, yy = (xx - (w - 1) / 2) / half, (yy - (h - 1) / 2) / half
-    design = np.stack([np.ones_like(xx), xx, yy, xx * xx + yy * yy], axis=-1)   # (h, w, 4)
+    xs = ((np.arange(w, dtype=np.float32) - (w - 1) / 2) / half)[None, :]     # (1, w)
+    ys = ((np.arange(h, dtype=np.float32) - (h - 1) / 2) / half)[:, None]     # (h, 1)
     g = np.log1p(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32))
-    sub = skin & (np.indices((h, w)).sum(axis=0) % 3 == 0)                 # every 3rd pixel is plenty
-    coef, *_ = np.linalg.lstsq(design[sub], g[sub], rcond=None)
-    fit = design @ coef.astype(np.float32)
+    step = (slice(None, None, 2), slice(None, None, 2))                       # a quarter is plenty
+    sub = skin[step]
+    xx, yy = np.broadcast_arrays(xs[step[0], step[1]], ys[step[0], step[1]])
+    a = np.stack([np.ones(sub.sum(), np.float32), xx[sub], yy[sub], xx[sub] ** 2 + yy[sub] ** 2], axis=1)
+    b = g[step][sub]
+    for it in range(3 if lesion is None else 1):
+        coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+        if coef[3] > 0:                                 # brighter towards the edges: not vignetting
+            coef = np.append(np.linalg.lstsq(a[:, :3], b, rcond=None)[0], 0.0)
+        if it < 2 and lesion is None:
+            resid = np.abs(b - a @ coef)
+            keep = resid <= np.percentile(resid, 60)
+            a, b = a[keep], b[keep]
+    c = coef.astype(np.float32)
+    fit = c[0] + c[1] * xs + c[2] * ys + c[3] * (xs * xs + ys * ys)            # (h, w)
     gain = np.clip(np.exp(np.median(fit[skin]) - fit), 0.5, 3.0)
     return np.clip(small * gain[..., None], 0, 255).astype(np.uint8)
 
@@ -231,7 +271,7 @@ def select_lesion(cand: np.ndarray, m: np.ndarray) -> np.ndarray:
     """bool candidates (h, w), bool FOV (h, w) -> bool (h, w) lesion (may be empty).
 
     Open/close, then the component best scoring on area x closeness to the centre, down-weighted if
-    it touches the image/FOV edge; nearby sizeable components are merged into it; holes filled.
+    it touches the image/FOV edge or is ring-like (mostly hole); nearby sizeable components are merged into it; holes filled.
     """
     h, w = cand.shape
     r = max(1, min(h, w) // 64)
@@ -246,6 +286,9 @@ def select_lesion(cand: np.ndarray, m: np.ndarray) -> np.ndarray:
     dist = np.hypot((cent[:, 0] - (w - 1) / 2) / w, (cent[:, 1] - (h - 1) / 2) / h)
     area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     score = area * np.exp(-(dist / 0.35) ** 2) * np.where(touch, 0.3, 1.0)
+    for i in 1 + np.argsort(-area[1:])[:12]:                # ring-like (e.g. dim rim around the
+        solidity = area[i] / _fill_holes(labels == i).sum()  # lesion): own area / with holes filled
+        score[i] *= min(1.0, solidity / 0.6) ** 2
     score[0] = -1.0
     best = int(np.argmax(score))
     reach = max(2, min(h, w) // 25)
@@ -317,7 +360,7 @@ def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray
     def foreground(rgb):
         return _otsu_foreground(cv2.GaussianBlur(lesion_feature(rgb, m, ring), (0, 0), sigma), m)
 
-    first = foreground(small)
+    first = foreground(flatten_illumination(small, m))
     lesion = select_lesion(foreground(flatten_illumination(small, m, first)), m)
     centre = _central_ellipse(sh, sw, 0.15)
     if lesion.sum() < 0.002 * m.sum() or (not (lesion & centre).any() and (lesion & _edge_band(m, 2)).any()):
