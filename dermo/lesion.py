@@ -271,7 +271,8 @@ def select_lesion(cand: np.ndarray, m: np.ndarray) -> np.ndarray:
     """bool candidates (h, w), bool FOV (h, w) -> bool (h, w) lesion (may be empty).
 
     Open/close, then the component best scoring on area x closeness to the centre, down-weighted if
-    it touches the image/FOV edge or is ring-like (mostly hole); nearby sizeable components are merged into it; holes filled.
+    it touches the image/FOV edge or is ring-like (mostly hole); nearby sizeable components are
+    merged into it; an edge leak joined by a narrow neck is cut off; holes filled.
     """
     h, w = cand.shape
     r = max(1, min(h, w) // 64)
@@ -340,8 +341,9 @@ def _central_ellipse(h: int, w: int, frac: float) -> np.ndarray:
 def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> uint8 (H, W) {0, 255} lesion mask, never outside the field of view.
 
-    On a copy with shorter side SEG_WORK: lesion_feature -> smoothing -> Otsu over the FOV -> first
-    guess -> flatten_illumination -> feature + Otsu again -> select_lesion -> smooth contour.
+    On a copy with shorter side SEG_WORK: robust flatten_illumination -> lesion_feature ->
+    smoothing -> Otsu over the FOV -> first guess -> flatten_illumination from the skin around it ->
+    feature + Otsu again -> select_lesion -> grow by GROW -> smooth contour, upsampled bilinearly.
     Falls back to a central ellipse when nothing plausible is found.
     """
     h, w = img.shape[:2]
@@ -365,7 +367,8 @@ def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray
     centre = _central_ellipse(sh, sw, 0.15)
     if lesion.sum() < 0.002 * m.sum() or (not (lesion & centre).any() and (lesion & _edge_band(m, 2)).any()):
         lesion = _central_ellipse(sh, sw, 0.25) & m     # nothing, or only a piece of the edge: guess
-    # experts draw borders a little outside the visible pigment edge (Iyatomi 2006, Celebi 2009)
+    # experts draw borders a little outside the visible pigment edge (cf. Iyatomi et al. 2006,
+    # "dermatologist-like" tumour extraction); GROW is a guess, not fitted to expert masks
     lesion = cv2.dilate(lesion.astype(np.uint8), _disk(round(GROW * min(sh, sw))))
     soft = cv2.GaussianBlur(lesion.astype(np.float32), (0, 0), max(1.0, min(sh, sw) / 80))
     soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
