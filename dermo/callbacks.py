@@ -85,3 +85,29 @@ def _plain(value):
     if hasattr(value, "numpy"):
         return float(value.numpy())
     return value
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Before each validation, re-estimate every BatchNorm layer's moving mean/variance as the exact
+    average over `max_batches` training batches (inference-mode statistics that match the current
+    weights). Guards against the eval-mode collapse of from-scratch training on small data, where
+    moving averages (momentum 0.99) lag far behind fast-moving weights (Adadelta, lr 1.0)."""
+
+    def __init__(self, batches, max_batches: int = 8):
+        super().__init__()
+        self.batches = batches
+        self.max_batches = max_batches
+
+    def on_test_begin(self, logs=None):
+        layers = [l for l in self.model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        if not layers or not self.max_batches:
+            return
+        saved = [l.momentum for l in layers]
+        try:
+            for i in range(min(self.max_batches, len(self.batches))):
+                for layer in layers:
+                    layer.momentum = 1.0 - 1.0 / (i + 1)      # running mean of per-batch statistics
+                self.model(self.batches[i][0], training=True)
+        finally:
+            for layer, momentum in zip(layers, saved):
+                layer.momentum = momentum

@@ -30,6 +30,7 @@ class TrainConfig:
     center_momentum: float = 0.5
     dropout: float = 0.2
     bn_momentum: float | None = None      # None: 0.9 when training from scratch, else the backbone's
+    bn_recalibration_batches: int = 8     # precise-BN batches before each validation (0: off)
     learning_rate: float = 1.0
     early_stopping_patience: int = 10
     lr_patience: int = 2
@@ -81,6 +82,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--bn-momentum", type=float, default=None,
                    help="BatchNorm moving-average momentum (default: 0.9 from scratch, else the backbone's)")
+    p.add_argument("--bn-recalibration-batches", type=int, default=d.bn_recalibration_batches,
+                   help="re-estimate BatchNorm statistics on N training batches before each validation "
+                        "(0 = off)")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
     p.add_argument("--lr-patience", type=int, default=d.lr_patience)

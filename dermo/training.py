@@ -12,7 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from dermo import runs
-from dermo.callbacks import CenterRefresh, EpochSync, NaNGuard, ResumableState
+from dermo.callbacks import CenterRefresh, EpochSync, NaNGuard, PreciseBatchNorm, ResumableState
 from dermo.cam_model import CAMModel, LossConfig
 from dermo.config import TrainConfig
 from dermo.errors import DermoError
@@ -81,7 +81,7 @@ def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
     return (sums / np.maximum(counts, 1)[:, None]).astype("float32")
 
 
-def make_callbacks(cfg: TrainConfig, run_dir: Path, model, train_batches) -> list:
+def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_batches) -> list:
     early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping_patience,
                                           mode="max", restore_best_weights=True, verbose=1)
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
@@ -91,6 +91,7 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, model, train_batches) -> lis
         EpochSync(train_batches),
         CenterRefresh(),
         NaNGuard(),
+        PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),
         keras.callbacks.ModelCheckpoint(str(run_dir / runs.BEST_WEIGHTS), monitor="val_accuracy", mode="max",
                                         save_best_only=True, save_weights_only=True),
         plateau,
@@ -147,10 +148,13 @@ def train(cfg: TrainConfig, log=print) -> Path:
                                   seed=cfg.seed, workers=cfg.workers)
     val_batches = LesionBatches(val_items, ds.num_classes, cfg.image_size, cfg.batch_size,
                                 workers=cfg.workers)
+    # un-augmented training images in a fixed shuffled order: centre init and BatchNorm re-estimation
+    order = np.random.default_rng(cfg.seed).permutation(len(train_items))
+    plain_batches = LesionBatches([train_items[i] for i in order], ds.num_classes, cfg.image_size,
+                                  cfg.batch_size)
     if not cfg.resume:
-        model.set_centers(initial_centers(model, LesionBatches(train_items, ds.num_classes, cfg.image_size,
-                                                               cfg.batch_size)))
-    callbacks = make_callbacks(cfg, run_dir, model, train_batches)
+        model.set_centers(initial_centers(model, plain_batches))
+    callbacks = make_callbacks(cfg, run_dir, train_batches, plain_batches)
     start = time.time()
     model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
