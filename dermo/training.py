@@ -141,6 +141,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     ds, train_items, val_items = load_data(cfg, log)
     runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
     strategy = make_strategy(cfg.strategy)
+    log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
     with strategy.scope():
         model = build_model(cfg, ds.num_classes)
         compile_model(model, cfg)

@@ -1,0 +1,124 @@
+"""End-to-end training on tiny generated data (64 px, B0 from scratch, a few epochs)."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import train
+from dermo import runs
+from dermo.config import TrainConfig
+from dermo.synthetic import write_dataset
+
+TERMS = ["cls_loss", "center_loss", "cskl_loss", "mask_loss"]
+
+
+@pytest.fixture(scope="module")
+def data64(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("synth") / "binary", "binary", n=64, seed=3, size=80,
+                         workers=1)
+
+
+def train_args(data, out, epochs=3, *extra):
+    return ["--data", str(data), "--task", "binary", "--backbone", "B0", "--image-size", "64",
+            "--batch-size", "8", "--epochs", str(epochs), "--weights", "none", "--out", str(out),
+            "--workers", "1", "--seed", "7", *extra]
+
+
+@pytest.fixture(scope="module")
+def run_a(data64, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    assert train.main(train_args(data64, out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def val_arrays(run_a, data64):
+    """Validation images and labels through the same pipeline as training."""
+    from dermo.datasets import load_dataset
+    from dermo.pipeline import LesionBatches, prepare, settings_for
+
+    ds = load_dataset(data64, "binary")
+    items, _ = prepare(ds.val, settings_for(64))
+    batches = LesionBatches(items, 2, 64, batch_size=64)
+    x, (y, _) = batches[0]
+    return x, y.argmax(1)
+
+
+def test_run_folder_has_every_file(run_a):
+    for name in ("config.json", "classes.json", "model.keras", "model.h5", "history.csv", "curves.png"):
+        assert (run_a / name).stat().st_size > 0, name
+    assert json.loads((run_a / "classes.json").read_text())["classes"] == ["nevus", "others"]
+    cfg = json.loads((run_a / "config.json").read_text())
+    assert cfg["backbone"] == "B0" and cfg["image_size"] == 64 and cfg["num_classes"] == 2
+    assert TrainConfig.from_dict(cfg).lambda_cskl == 0.1
+    assert not (run_a / runs.BACKUP_DIR).exists()
+
+
+def test_history_logs_real_per_term_values_and_loss_decreases(run_a):
+    h = pd.read_csv(run_a / "history.csv")
+    assert len(h) == 3
+    for col in ["loss", "accuracy"] + TERMS:
+        assert np.isfinite(h[col]).all() and np.isfinite(h["val_" + col]).all(), col
+        assert (h[col] != 0).all(), f"{col} logged as 0 (tracker not updated)"
+    assert (h["cskl_loss"] < 0).all()      # divergence between class CAMs is rewarded
+    assert h["loss"].iloc[-1] < h["loss"].iloc[0]
+
+
+def test_saved_models_reload_without_custom_code_and_agree(run_a, val_arrays):
+    x, _ = val_arrays
+    m_keras = keras.models.load_model(run_a / "model.keras", compile=False, safe_mode=True)
+    m_h5 = keras.models.load_model(run_a / "model.h5", compile=False)
+    p1, p2 = m_keras.predict(x, verbose=0), m_h5.predict(x, verbose=0)
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+    np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-5)
+    # the saved graph holds the best checkpoint's weights
+    from dermo.training import build_model
+
+    model = build_model(TrainConfig(image_size=64, weights="none"), 2)
+    model.load_weights(run_a / runs.BEST_WEIGHTS)
+    np.testing.assert_allclose(model.predict(x, verbose=0)[0], p1, atol=1e-5)
+
+
+def test_val_predictions_do_not_collapse_to_one_class(run_a, val_arrays):
+    x, y = val_arrays
+    probs = keras.models.load_model(run_a / "model.keras", compile=False).predict(x, verbose=0)
+    assert len(set(probs.argmax(1))) == 2, "eval-mode predictions collapsed to a single class"
+
+
+def test_same_seed_gives_identical_history(run_a, data64, tmp_path):
+    assert train.main(train_args(data64, tmp_path / "b")) == 0
+    a = pd.read_csv(run_a / "history.csv")
+    b = pd.read_csv(tmp_path / "b" / "history.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_resume_continues_an_interrupted_run(data64, tmp_path, monkeypatch):
+    import dermo.training as training
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt
+
+    real = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks", lambda *a: real(*a) + [Interrupt()])
+    out = tmp_path / "c"
+    assert train.main(train_args(data64, out)) == 130
+    assert (out / runs.BACKUP_DIR).exists() and not (out / "model.keras").exists()
+    assert len(pd.read_csv(out / "history.csv")) == 1
+    monkeypatch.setattr(training, "make_callbacks", real)
+    assert train.main(["--resume", "--out", str(out)]) == 0
+    h = pd.read_csv(out / "history.csv")
+    assert list(h["epoch"]) == [0, 1, 2]
+    assert (out / "model.keras").exists() and not (out / runs.BACKUP_DIR).exists()
+
+
+def test_refuses_to_overwrite_and_resume_without_checkpoint(run_a, tmp_path, capsys, data64):
+    assert train.main(train_args(data64, run_a)) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert train.main(["--resume", "--out", str(tmp_path / "none")] + ["--data", str(data64)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
