@@ -1,0 +1,339 @@
+"""dermo.pipeline: prepare() over the cache, and LesionBatches' shapes, order, determinism and image/mask alignment.
+
+Data: dermo.synthetic's binary demo set (24 images of 80 px with exact <stem>_mask.png masks), preprocessed once
+per module into the session's isolated $DERMO_CACHE (tests/conftest.py).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from dermo import preprocess
+from dermo.augment import MASK_RESIZE
+from dermo.datasets import Sample, load_csv, load_folder
+from dermo.imageio import BadInputError, read_image, read_mask, write_png
+from dermo.pipeline import LesionBatches, Prepared, labels_of, prepare, settings_for
+
+S = 32            # training size of the batches tested here
+B = 5             # batch size: 18 training images -> 3 full batches + 3 left over
+SETTINGS = settings_for(S)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from dermo.synthetic import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("pipe") / "syn", "binary", n=24, size=80, workers=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(synth):
+    return load_folder(synth, task="binary")
+
+
+@pytest.fixture(scope="module")
+def train_items(dataset) -> list[Prepared]:
+    items, skipped = prepare(dataset.train, SETTINGS, workers=1)
+    assert skipped == []
+    return items
+
+
+def _given_mask_resized(mask_path: str, shape) -> list[np.ndarray]:
+    """The given mask resized to `shape` with the nearest-neighbour variants preprocessing may use."""
+    m = read_mask(mask_path)
+    return [cv2.resize(m, (shape[1], shape[0]), interpolation=i) for i in (cv2.INTER_NEAREST,
+                                                                           cv2.INTER_NEAREST_EXACT)]
+
+
+# ----------------------------------------------------------------------------- prepare
+
+def test_prepare_caches_every_sample_with_labels_and_given_masks(dataset, train_items):
+    samples = dataset.train
+    assert len(samples) == 18 and all(s.mask for s in samples)
+    assert len(train_items) == len(samples)
+    cache = Path(os.environ["DERMO_CACHE"]).resolve()
+    for s, it in zip(samples, train_items):
+        assert it.source == s.path and it.label == s.label
+        img_p, mask_p = Path(it.image), Path(it.mask)
+        assert img_p.is_file() and mask_p.is_file() and cache in img_p.resolve().parents
+        img, mask = read_image(img_p), read_mask(mask_p)
+        assert min(img.shape[:2]) == SETTINGS.size and mask.shape == img.shape[:2]
+        assert set(np.unique(mask)) <= {0, 255}
+        # the given (exact) mask, resized -- not an unsupervised segmentation, which is never pixel-exact
+        assert any(np.array_equal(mask, ref) for ref in _given_mask_resized(s.mask, mask.shape))
+    assert sorted(set(labels_of(train_items))) == [0, 1]
+
+
+def test_prepare_uses_a_given_mask_that_segmentation_would_never_produce(synth, tmp_path):
+    """A corner square as the 'expert' mask of a centred lesion: it must come through unchanged."""
+    src = next((synth / "train" / "nevus").glob("*[0-9].jpg"))
+    img = tmp_path / "lesion.jpg"
+    img.write_bytes(src.read_bytes())
+    square = np.zeros((80, 80), np.uint8)
+    square[:20, 60:] = 255
+    write_png(tmp_path / "corner.png", square)
+    (it,), _ = prepare([Sample(str(img), 1, str(tmp_path / "corner.png"))], SETTINGS, workers=1)
+    mask = read_mask(it.mask)
+    assert any(np.array_equal(mask, ref) for ref in _given_mask_resized(str(tmp_path / "corner.png"), mask.shape))
+    assert it.label == 1
+
+
+def test_prepare_from_a_csv_manifest_with_a_mask_column(synth, tmp_path):
+    """CSV rows: image paths relative to images/ beside the CSV, masks in another folder named in `mask`."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rows = []
+    for i, f in enumerate(sorted(synth.glob("*/*/*[0-9].jpg"), key=lambda f: f.name)[:6]):
+        (tmp_path / "images" / f"im{i}.jpg").write_bytes(f.read_bytes())
+        given = read_mask(f.with_name(f.stem + "_mask.png"))
+        write_png(tmp_path / "masks" / f"m{i}.png", given)
+        rows.append({"image": f"im{i}.jpg", "label": f.parent.name, "mask": f"masks/m{i}.png",
+                     "split": "val" if i % 3 == 0 else "train"})
+    pd.DataFrame(rows).to_csv(tmp_path / "meta.csv", index=False)
+    ds = load_csv(tmp_path / "meta.csv", task="binary")
+    samples = ds.train + ds.val
+    items, skipped = prepare(samples, SETTINGS, workers=1)
+    assert skipped == [] and len(items) == 6
+    for s, it in zip(samples, items):
+        assert Path(s.mask).parent.name == "masks" and it.label == s.label
+        assert it.label == ["nevus", "others"].index(rows[int(Path(s.path).stem[2:])]["label"])
+        mask = read_mask(it.mask)
+        assert any(np.array_equal(mask, ref) for ref in _given_mask_resized(s.mask, mask.shape))
+
+
+@pytest.fixture()
+def with_bad_files(dataset, tmp_path):
+    zero = tmp_path / "zero.jpg"
+    zero.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("this is not a JPEG\n")
+    good = dataset.val
+    samples = good[:3] + [Sample(str(zero), 0), Sample(str(text), 1)] + good[3:]
+    return samples, good, zero, text
+
+
+def test_bad_files_raise_one_line_naming_the_file(with_bad_files):
+    samples, _, zero, _ = with_bad_files
+    with pytest.raises(BadInputError) as info:
+        prepare(samples, SETTINGS, on_bad="error", workers=1)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{zero}: ") and "empty" in msg
+
+
+def test_bad_files_are_skipped_and_reported(with_bad_files):
+    samples, good, zero, text = with_bad_files
+    items, skipped = prepare(samples, SETTINGS, on_bad="skip", workers=1)
+    assert [it.source for it in items] == [s.path for s in good]
+    assert [it.label for it in items] == [s.label for s in good]
+    assert len(skipped) == 2 and all("\n" not in line for line in skipped)
+    assert skipped[0].startswith(f"{zero}: ") and "empty" in skipped[0]
+    assert skipped[1].startswith(f"{text}: ") and "not a readable image" in skipped[1]
+
+
+def test_second_prepare_does_no_preprocessing(dataset, train_items, monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise AssertionError("preprocess_image called for a cached image")
+
+    monkeypatch.setattr(preprocess, "preprocess_image", refuse)
+    again, skipped = prepare(dataset.train, SETTINGS)              # default workers: no pool for cached items
+    assert again == train_items and skipped == []
+    stats = {}
+    preprocess.preprocess_many([(s.path, s.mask) for s in dataset.train], SETTINGS, workers=1, stats=stats)
+    assert stats == {"computed": 0, "cached": 18, "skipped": 0}
+    # the patch is on the real code path: an image not in the cache does reach it
+    fresh = tmp_path / "fresh.jpg"
+    fresh.write_bytes(Path(dataset.train[0].path).read_bytes())
+    with pytest.raises(AssertionError, match="cached image"):
+        prepare([Sample(str(fresh), 0)], SETTINGS, workers=1)
+
+
+# ----------------------------------------------------------------------------- LesionBatches
+
+def _check_batch(batch, n: int, k: int = 2):
+    x, (y, masks) = batch
+    assert x.shape == (n, S, S, 3) and x.dtype == np.float32
+    assert 0 <= x.min() and x.max() <= 255 and x.max() > 1          # 0..255, not normalised
+    assert y.shape == (n, k) and y.dtype == np.float32
+    np.testing.assert_array_equal(y.sum(1), 1)
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert masks.shape == (n, S, S, 1) and masks.dtype == np.float32
+    assert set(np.unique(masks)) <= {0.0, 1.0}
+
+
+def test_batch_shapes_dtypes_and_lengths(train_items):
+    train = LesionBatches(train_items, 2, S, B, training=True)
+    evalb = LesionBatches(train_items, 2, S, B)
+    assert len(train) == 3 and len(evalb) == 4                      # 18 // 5 vs ceil(18 / 5)
+    for i in range(len(train)):
+        _check_batch(train[i], B)
+    for i in range(3):
+        _check_batch(evalb[i], B)
+    _check_batch(evalb[3], 3)                                        # eval keeps the partial batch
+    # a set no larger than one batch still gives one (partial) training batch
+    small = LesionBatches(train_items[:4], 2, S, B, training=True)
+    assert len(small) == 1
+    _check_batch(small[0], 4)
+    assert len(LesionBatches(train_items[:B], 2, S, B, training=True)) == 1
+    with pytest.raises(ValueError):
+        LesionBatches([], 2, S, B)
+
+
+def test_eval_batches_are_in_order_and_plain_resizes(train_items):
+    a, b = LesionBatches(train_items, 2, S, B), LesionBatches(train_items, 2, S, B)
+    for i in range(len(a)):
+        items = train_items[i * B:(i + 1) * B]
+        assert a.batch_items(i) == items
+        x, (y, masks) = a[i]
+        x2, (y2, masks2) = b[i]
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(masks, masks2)
+        np.testing.assert_array_equal(y.argmax(1), [it.label for it in items])
+        for j, it in enumerate(items):
+            ref = cv2.resize(read_image(it.image), (S, S), interpolation=cv2.INTER_AREA)
+            np.testing.assert_array_equal(x[j], ref.astype(np.float32))
+            ref_m = cv2.resize(read_mask(it.mask), (S, S), interpolation=MASK_RESIZE) > 127
+            np.testing.assert_array_equal(masks[j, ..., 0], ref_m.astype(np.float32))
+    a.on_epoch_end()                                                 # no shuffling outside training
+    assert a.batch_items(0) == train_items[:B]
+
+
+def _batches(ds, indices=None):
+    return [ds[i] for i in (range(len(ds)) if indices is None else indices)]
+
+
+def _assert_same(got, want):
+    assert len(got) == len(want)
+    for (x, (y, m)), (x2, (y2, m2)) in zip(got, want):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(m, m2)
+
+
+def test_training_batches_depend_only_on_seed_epoch_and_index(train_items):
+    a = LesionBatches(train_items, 2, S, B, training=True, seed=3)
+    b = LesionBatches(train_items, 2, S, B, training=True, seed=3)
+    first = _batches(a)
+    _assert_same(_batches(b, [2, 0, 1]), [first[2], first[0], first[1]])   # any call order
+    _assert_same(_batches(a), first)                                       # and repeatable
+    # every epoch is a permutation: no image twice, n % B left out
+    seen = [it.source for i in range(len(a)) for it in a.batch_items(i)]
+    assert len(seen) == len(set(seen)) == 15
+    other_seed = LesionBatches(train_items, 2, S, B, training=True, seed=4)
+    assert [a.batch_items(i) for i in range(3)] != [other_seed.batch_items(i) for i in range(3)]
+    # each batch draws its own augmentations: one image repeated gives different batches at different indices
+    same_image = LesionBatches([train_items[0]] * 2 * B, 2, S, B, training=True, seed=3)
+    x0, x1 = same_image[0][0], same_image[1][0]
+    assert not any(np.array_equal(x0[j], x1[j]) for j in range(B))
+
+
+def test_epochs_shuffle_differently_and_set_epoch_reproduces(train_items):
+    a = LesionBatches(train_items, 2, S, B, training=True, seed=1)
+    order0 = [a.batch_items(i) for i in range(len(a))]
+    first = _batches(a)
+    a.on_epoch_end()
+    assert a.epoch == 1 and [a.batch_items(i) for i in range(len(a))] != order0
+    a.on_epoch_end()
+    epoch2 = _batches(a)
+    a.set_epoch(0)
+    _assert_same(_batches(a), first)
+    fresh = LesionBatches(train_items, 2, S, B, training=True, seed=1)
+    fresh.set_epoch(2)
+    _assert_same(_batches(fresh), epoch2)
+    # the same images in the same batch slot of another epoch are augmented differently
+    same = LesionBatches(train_items, 2, S, B, training=True, seed=1)
+    same.set_epoch(1)
+    same._order = np.random.default_rng(0).permutation(len(train_items))
+    base = LesionBatches(train_items, 2, S, B, training=True, seed=1)
+    base._order = same._order
+    assert not np.array_equal(same[0][0], base[0][0])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_keras_iteration_gives_the_same_batches(train_items, workers):
+    """Through Keras' own PyDataset adapter (thread enqueuer when workers > 1), two epochs."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    ds = LesionBatches(train_items, 2, S, B, training=True, seed=7, workers=workers, max_queue_size=2)
+    adapter = PyDatasetAdapter(ds, shuffle=False)
+    assert (adapter.enqueuer is not None) == (workers > 1)
+    for epoch in range(2):
+        adapter.on_epoch_begin()
+        got = [(x, (y, m)) for x, (y, m) in adapter.get_numpy_iterator()]
+        adapter.on_epoch_end()
+        ref = LesionBatches(train_items, 2, S, B, training=True, seed=7)
+        ref.set_epoch(epoch)
+        _assert_same(got, _batches(ref))
+    assert ds.epoch == 2
+
+
+def _mean_contrast(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(B,S,S,3), (B,S,S,1) -> (B,) mean brightness inside the mask minus outside (nan if one side is tiny)."""
+    grey = x.mean(-1)
+    m = masks[..., 0] > 0.5
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        if 0.05 < m[i].mean() < 0.95:
+            out[i] = grey[i][m[i]].mean() - grey[i][~m[i]].mean()
+    return out
+
+
+def test_augmented_masks_stay_on_the_synthetic_lesions(train_items):
+    """Lesions are darker than skin: inside-minus-outside brightness keeps its sign and size after augmentation,
+    while a mask flipped away from its image loses most of it."""
+    plain = LesionBatches(train_items, 2, S, len(train_items))
+    x0, (_, m0) = plain[0]
+    base = {it.source: c for it, c in zip(train_items, _mean_contrast(x0, m0)) if c < -20}  # clearly dark lesions
+    assert len(base) >= 12
+    aug = LesionBatches(train_items, 2, S, B, training=True, seed=5)
+    ratios, flipped = [], []
+    for epoch in range(3):
+        aug.set_epoch(epoch)
+        for i in range(len(aug)):
+            x, (_, m) = aug[i]
+            for it, c, cf in zip(aug.batch_items(i), _mean_contrast(x, m), _mean_contrast(x, m[:, ::-1, ::-1])):
+                if it.source not in base:
+                    continue
+                if np.isfinite(c):
+                    ratios.append(c / base[it.source])
+                if np.isfinite(cf):
+                    flipped.append(cf / base[it.source])
+    ratios = np.array(ratios)
+    print(f"contrast kept: min {ratios.min():.2f} median {np.median(ratios):.2f}; flipped mask: "
+          f"median {np.median(flipped):.2f}")
+    assert len(ratios) >= 25
+    assert ratios.min() > 0.5 and np.median(ratios) > 0.8
+    assert np.median(flipped) < 0.5 * np.median(ratios)
+
+
+def _blob_item(folder: Path, seed: int) -> Prepared:
+    """A cached pair whose image is white exactly on an asymmetric blob mask, black elsewhere."""
+    rng = np.random.default_rng(seed)
+    h, w = 48, 60
+    field = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 4)
+    ell = np.zeros((h, w), np.float32)
+    cv2.ellipse(ell, (22, 18), (14, 10), int(rng.integers(0, 180)), 0, 360, 1.0, -1)
+    field = field / field.max() + ell
+    mask = np.where(field > np.quantile(field, 0.7), 255, 0).astype(np.uint8)
+    write_png(folder / f"b{seed}.png", np.repeat(mask[..., None], 3, axis=2))
+    write_png(folder / f"b{seed}_mask.png", mask)
+    return Prepared(str(folder / f"b{seed}.png"), str(folder / f"b{seed}_mask.png"), seed % 2, f"blob{seed}")
+
+
+def test_augmented_masks_match_their_images_pixelwise(tmp_path):
+    items = [_blob_item(tmp_path, s) for s in range(8)]
+    ds = LesionBatches(items, 2, S, 4, training=True, seed=2)
+    ious = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            x, (_, m) = ds[i]
+            white, lesion = x.mean(-1) > 127, m[..., 0] > 0.5
+            for a, b in zip(white, lesion):
+                ious.append((a & b).sum() / max((a | b).sum(), 1))
+    print(f"blob IoU min {min(ious):.3f} mean {np.mean(ious):.3f}")
+    assert min(ious) > 0.85 and np.mean(ious) > 0.93
