@@ -1,0 +1,150 @@
+"""Soft-voting ensemble of trained lesion classifiers (DESIGN.md §7).
+
+    python ensemble.py --models a.h5 b.keras runs/NAME ... --data DIR|CSV [--task T] [--weights 1 2 ...]
+                       [--split val] [--out DIR]
+
+Each member is a model file (its class names come from --task; auto: from the data) or a run folder
+(its classes.json). Members must agree on the class list. Every model is fed at its own input size
+(so with its own preprocessing cache size); the weighted mean of the probabilities is the ensemble's
+prediction. Predictions are aligned by image path: an image skipped by any member's preprocessing is
+dropped for all, counted and reported. Writes metrics.json, predictions.csv, report.txt,
+confusion_matrix.png and roc.png to --out (default runs/ensemble-<timestamp>/).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from dermo.errors import run_cli
+
+HEADLINE = ("accuracy", "balanced_accuracy", "kappa", "auc")     # per-member numbers in metrics.json
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, help="model files (.h5/.keras) and/or run folders")
+    p.add_argument("--data", required=True, help="dataset folder or CSV manifest")
+    p.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto",
+                   help="class names of the model files (auto: from the data)")
+    p.add_argument("--weights", nargs="+", type=float,
+                   help="one non-negative weight per model (default equal)")
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--label-column", default=None,
+                   help="CSV label column (default: the first run's, or label)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
+    p.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
+    p.add_argument("--out", help="output folder (default runs/ensemble-<timestamp>/)")
+    args = p.parse_args(argv)
+    if args.weights is not None:
+        if len(args.weights) != len(args.models):
+            p.error(f"--weights: {len(args.weights)} weights for {len(args.models)} models")
+        if min(args.weights) < 0 or sum(args.weights) <= 0:
+            p.error("--weights must be non-negative with a positive sum")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    return args
+
+
+def common_classes(sources, task: str) -> list[str] | None:
+    """The members' shared class list (None: only auto model files -> from the data); else one line."""
+    from dermo.evaluation import EvaluationError
+
+    named = [(s, s.classes) for s in sources if s.classes is not None]
+    tasks = {s.task for s in sources if s.task != "auto"}
+    if len(tasks) > 1 or len({tuple(c) for _, c in named}) > 1:
+        listing = "; ".join(f"{s.spec}: task {s.task}, classes {', '.join(s.classes or ['from the data'])}"
+                            for s in sources)
+        raise EvaluationError(f"the models disagree on their task or classes ({listing}); ensemble only "
+                              "models of one task with the same class list")
+    return list(named[0][1]) if named else None
+
+
+def member_probs(source, samples, num_classes: int, args, log) -> dict:
+    """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size."""
+    from dermo import evaluation as ev
+    from dermo.pipeline import prepare, settings_for
+
+    model = ev.load_model_safely(source.model_path)
+    if ev.model_num_classes(model) != num_classes:
+        raise ev.EvaluationError(f"{source.model_path}: the model has {ev.model_num_classes(model)} outputs "
+                                 f"but the ensemble has {num_classes} classes")
+    size = ev.model_image_size(model)
+    items, skipped = prepare(samples, settings_for(size, **source.settings),
+                             args.cache_dir or source.cache_dir, args.on_bad_image)
+    for line in skipped:
+        log(f"skipped by {source.spec}: {line}")
+    if not items:
+        return {}
+    pred = ev.predict_items(model, items, num_classes, args.batch_size, with_cams=False)
+    log(f"{source.spec}: {len(items)} images at {size} px")
+    return dict(zip(pred.paths, pred.probs))
+
+
+def align(samples, per_model: list[dict]) -> tuple[list, int]:
+    """Samples (in dataset order) that every member predicted, and how many were dropped."""
+    kept = [s for s in samples if all(s.path in pm for pm in per_model)]
+    return kept, len(samples) - len(kept)
+
+
+def run_ensemble(args, log=print) -> dict:
+    import numpy as np
+
+    from dermo import evaluation as ev
+    from dermo import metrics
+    from dermo.datasets import load_dataset
+
+    sources = [ev.resolve_source(m, args.task) for m in args.models]
+    classes = common_classes(sources, args.task)
+    first_run = next((s.run for s in sources if s.run is not None), None)
+    label_column = args.label_column or (first_run.config.label_column if first_run else "label")
+    cfg = first_run.config if first_run else None
+    ds = load_dataset(args.data, "auto", label_column, seed=cfg.seed if cfg else 0,
+                      val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=args.on_bad_image)
+    if classes is None:
+        classes = list(ds.classes)
+    elif ds.classes != classes:
+        raise ev.EvaluationError(f"{args.data}: classes {', '.join(ds.classes)} differ from the models' "
+                                 f"({', '.join(classes)})")
+    samples = ds.split(args.split)
+    if not samples:
+        raise ev.EvaluationError(f"{args.data}: the {args.split} split is empty")
+    per_model = [member_probs(s, samples, len(classes), args, log) for s in sources]
+    kept, dropped = align(samples, per_model)
+    if dropped:
+        log(f"dropped {dropped} image(s) that at least one model could not use")
+    if not kept:
+        raise ev.EvaluationError(f"{args.data}: no image is usable by every model")
+    labels = np.array([s.label for s in kept])
+    probs_list = [np.stack([pm[s.path] for s in kept]) for pm in per_model]          # M x (N,K)
+    probs = metrics.soft_vote(probs_list, args.weights)
+    members = []
+    for s, p in zip(sources, probs_list):
+        mm = metrics.classification_metrics(labels, p, classes)
+        members.append({"model": s.spec, **{k: mm[k] for k in HEADLINE}})
+    extra = {"split": args.split, "data": ds.source, "models": [s.spec for s in sources],
+             "weights": args.weights or [1.0] * len(sources), "members": members, "n_dropped": dropped,
+             "skipped": list(ds.skipped)}
+    out = Path(args.out) if args.out else Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
+    m, report = ev.write_labelled(out, [s.path for s in kept], labels, probs, classes, extra)
+    log(report.rstrip())
+    for mem in members:
+        log(f"  member {mem['model']}: accuracy {mem['accuracy']:.4f}")
+    log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png)")
+    return m
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        run_ensemble(args)
+        return 0
+
+    return run_cli(body, "ensemble.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Evaluate a trained lesion classifier, or predict unlabelled images (DESIGN.md §7–8).
+
+    python evaluate.py --run runs/NAME [--data DIR|CSV] [--split val] [--tta N] [--out DIR]
+    python evaluate.py --model FILE.h5|FILE.keras --task binary|multiclass|auto --data DIR|CSV [--out DIR]
+    python evaluate.py --run runs/NAME --images DIR [--out DIR]        # unlabelled: predictions only
+
+Writes eval-<split>/ (default runs/NAME/eval-<split>/, or beside a --model file): metrics.json,
+predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png (the predicted class's CAM over
+the first 16 images, lesion mask contour in white). With --images: predict/ with predictions.csv and
+cams.png. The image size comes from the model's input; preprocessing is cached.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from dermo.errors import run_cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder written by train.py (config.json, classes.json, model)")
+    src.add_argument("--model", help="a saved model (.h5 or .keras): image -> probabilities")
+    p.add_argument("--task", choices=["binary", "multiclass", "auto"], default=None,
+                   help="class names of a --model file (auto: from the data); default auto")
+    p.add_argument("--data", help="dataset folder or CSV (default with --run: the run's data)")
+    p.add_argument("--images", help="folder of unlabelled images (recursive): write predictions only")
+    p.add_argument("--label-column", default=None, help="CSV label column (default: the run's, or label)")
+    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--tta", type=int, default=1,
+                   help="test-time augmentation: average over N flips/rotations (1 = none, at most 8)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--on-bad-image", choices=["error", "skip"], default=None,
+                   help="a broken image stops evaluation (error) or is skipped and reported")
+    p.add_argument("--cache-dir",
+                   help="preprocessing cache (default: the run's, $DERMO_CACHE or ~/.cache/dermo)")
+    p.add_argument("--out", help="output folder (default runs/NAME/eval-<split>/, or predict/ with --images)")
+    return _check_args(p, p.parse_args(argv))
+
+
+def _check_args(p: argparse.ArgumentParser, args) -> argparse.Namespace:
+    if args.model and args.images is None and not args.data:
+        p.error("--model needs --data DIR|CSV (or --images DIR)")
+    if args.data and args.images:
+        p.error("give --data (labelled) or --images (unlabelled), not both")
+    if args.run and args.task:
+        p.error("--task is for --model; a run knows its task")
+    if args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    return args
+
+
+def default_out(args, source) -> Path:
+    if args.out:
+        return Path(args.out)
+    base = source.run.path if source.run is not None else source.model_path.parent
+    return base / ("predict" if args.images else f"eval-{args.split}")
+
+
+def labelled_samples(args, source):
+    """(samples of the split, class names, dataset source, skipped lines) for a labelled evaluation."""
+    from dermo.datasets import load_dataset
+    from dermo.evaluation import EvaluationError, check_classes
+
+    cfg = source.run.config if source.run is not None else None
+    data = args.data or (cfg.data if cfg else None)
+    if not data:
+        raise EvaluationError(f"{source.spec}: the run records no data; pass --data")
+    label_column = args.label_column or (cfg.label_column if cfg else "label")
+    task = "auto" if source.run is not None else source.task
+    ds = load_dataset(data, task, label_column, seed=cfg.seed if cfg else 0,
+                      val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=_on_bad(args, source))
+    classes = check_classes(source, ds.classes, data)
+    samples = ds.split(args.split)
+    if not samples:
+        raise EvaluationError(f"{data}: the {args.split} split is empty")
+    return samples, classes, ds.source, list(ds.skipped)
+
+
+def _on_bad(args, source) -> str:
+    return args.on_bad_image or (source.run.config.on_bad_image if source.run is not None else "error")
+
+
+def evaluate(args, log=print) -> dict:
+    from dermo import evaluation as ev
+    from dermo.datasets import unlabelled_samples
+    from dermo.pipeline import prepare, settings_for
+
+    start = time.perf_counter()
+    ev.check_tta(args.tta)
+    source = ev.resolve_source(args.run or args.model, args.task or "auto")
+    if args.images:
+        if source.classes is None:
+            raise ev.EvaluationError("--images with --model needs --task binary|multiclass (class names "
+                                     "cannot come from unlabelled images)")
+        samples, classes, skipped = unlabelled_samples(args.images), source.classes, []
+        data_source = args.images
+    else:
+        samples, classes, data_source, skipped = labelled_samples(args, source)
+    model = ev.load_model_safely(source.model_path)
+    if ev.model_num_classes(model) != len(classes):
+        raise ev.EvaluationError(f"{source.model_path}: the model has {ev.model_num_classes(model)} outputs "
+                                 f"but the classes are {', '.join(classes)}")
+    size = ev.model_image_size(model)
+    out = default_out(args, source)
+    settings = settings_for(size, **source.settings)
+    items, bad = prepare(samples, settings, args.cache_dir or source.cache_dir, _on_bad(args, source))
+    skipped += bad
+    if not items:
+        raise ev.EvaluationError(f"{data_source}: no usable images left (all {len(samples)} skipped)")
+    kept = {it.source for it in items}
+    pred = ev.predict_items(model, items, len(classes), args.batch_size, args.tta, progress=True)
+    for line in skipped:
+        log(f"skipped: {line}")
+    if args.images:
+        frame = ev.write_unlabelled(out, pred, classes)
+        counts = frame["predicted"].value_counts().reindex(classes, fill_value=0)
+        log(f"predicted {len(frame)} images: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+        log(f"wrote {out}/predictions.csv and cams.png")
+        return {"n": len(frame), "skipped": skipped}
+    extra = {"split": args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
+             "data": str(data_source), "mask_source": ev.mask_source([s for s in samples if s.path in kept]),
+             "n_skipped": len(skipped), "skipped": skipped,
+             "predict_seconds": round(time.perf_counter() - start, 2)}
+    m, report = ev.write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred)
+    log(report.rstrip())
+    log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png)")
+    return m
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        evaluate(args)
+        return 0
+
+    return run_cli(body, "evaluate.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""evaluate.py / dermo.evaluation on tiny generated data (64 px, B0, random weights).
+
+Models are built once per module; their classifier kernel is rescaled so that predictions differ between
+images (a random-init B0 has tiny features, which would leave every probability at 0.5)."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
+                             roc_auc_score)
+
+import evaluate
+from dermo import evaluation as ev
+from dermo.config import TrainConfig
+from dermo.datasets import load_dataset
+from dermo.network import build_graph, inference_model
+from dermo.pipeline import LesionBatches, prepare, settings_for
+from dermo.synthetic import write_dataset
+
+SIZE = 64
+
+
+def make_model(num_classes: int, size: int, seed: int, data) -> keras.Model:
+    """Random B0 classifier whose logits vary by a few units across the images of `data`."""
+    keras.utils.set_random_seed(seed)
+    inputs, (probs, _, pooled) = build_graph("B0", num_classes, size, weights="none")
+    model = inference_model(keras.Model(inputs, [probs, pooled]))
+    ds = load_dataset(data)
+    items, _ = prepare(ds.val, settings_for(size))
+    x = LesionBatches(items, num_classes, size, batch_size=len(items))[0][0]
+    g = np.asarray(keras.Model(inputs, pooled)(x, training=False), np.float64)     # (N,C), eager: no trace
+    dense = model.get_layer("classifier")
+    kernel = np.random.default_rng(seed).normal(size=dense.kernel.shape) * 3 / np.sqrt(g.shape[1])
+    kernel /= g.std(0).mean() + 1e-12                          # logits vary by a few units across images
+    dense.kernel.assign(kernel.astype("float32"))
+    dense.bias.assign((-g.mean(0) @ kernel).astype("float32"))  # centred: no class wins everywhere
+    return model
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    data = write_dataset(root / "binary", "binary", n=24, size=SIZE)
+    model = make_model(2, SIZE, 0, data)
+    model.save(root / "m.keras")
+    model.save(root / "m.h5")
+    return {"root": root, "data": data, "model": model, "keras": root / "m.keras", "h5": root / "m.h5"}
+
+
+def run_eval(capsys, *argv):
+    rc = evaluate.main([str(a) for a in argv])
+    return rc, capsys.readouterr()
+
+
+def read_eval(out):
+    return json.loads((out / "metrics.json").read_text()), pd.read_csv(out / "predictions.csv")
+
+
+@pytest.fixture(scope="module")
+def keras_eval(kit):
+    out = kit["root"] / "eval-keras"
+    assert evaluate.main(["--model", str(kit["keras"]), "--task", "binary", "--data", str(kit["data"]),
+                          "--out", str(out)]) == 0
+    return out
+
+
+def test_metrics_equal_sklearn_recomputed_from_predictions(kit, keras_eval):
+    m, df = read_eval(keras_eval)
+    for name in ("metrics.json", "predictions.csv", "report.txt", "confusion_matrix.png", "roc.png",
+                 "cams.png"):
+        assert (keras_eval / name).stat().st_size > 0
+    classes = ["nevus", "others"]
+    y = df["label"].map(classes.index).to_numpy()
+    p = df[classes].to_numpy()
+    pred = p.argmax(1)
+    assert len(df) == m["n"] == 6 and set(pred) == {0, 1}          # predictions really vary
+    assert (df["predicted"].map(classes.index).to_numpy() == pred).all()
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["kappa"] == pytest.approx(cohen_kappa_score(y, pred))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p[:, 1]), abs=1e-6)
+    assert m["confusion_matrix"] == confusion_matrix(y, pred).tolist()
+    assert m["lesion_focus"] == pytest.approx(df["lesion_focus"].mean())
+    assert m["cam_mask_pearson"] == pytest.approx(df["cam_mask_pearson"].dropna().mean())
+    assert 0 <= m["lesion_focus"] <= 1 and m["max_abs_cam"] > 0
+    assert m["mask_source"] == "given" and m["split"] == "val" and m["image_size"] == SIZE
+    assert "accuracy" in (keras_eval / "report.txt").read_text()
+
+
+def test_tta_1_is_no_tta_and_cam_scores_match_a_direct_computation(kit, keras_eval):
+    """--tta 1 (the default) == the model on the pipeline's batches; CAM scores == metrics on
+    explain's CAMs."""
+    from dermo import metrics
+    from dermo.explain import predict_with_cams, predicted_class_cams
+
+    ds = load_dataset(kit["data"], "binary")
+    items, _ = prepare(ds.val, settings_for(SIZE))
+    x, (_, masks) = LesionBatches(items, 2, SIZE, batch_size=len(items))[0]
+    probs, cams = predict_with_cams(kit["model"], x)
+    m, df = read_eval(keras_eval)
+    assert m["tta"] == 1 and list(df["path"]) == [s.path for s in ds.val]
+    np.testing.assert_allclose(df[["nevus", "others"]].to_numpy(), probs, atol=1e-5)
+    top = predicted_class_cams(probs, cams)
+    assert m["lesion_focus"] == pytest.approx(metrics.lesion_focus(top, masks[..., 0]), rel=1e-4)
+    assert m["cam_mask_pearson"] == pytest.approx(metrics.cam_mask_pearson(top, masks[..., 0]), rel=1e-3)
+    assert m["max_abs_cam"] == pytest.approx(metrics.max_abs_cam(cams), rel=1e-4)
+
+
+def test_h5_and_keras_give_the_same_predictions(kit, keras_eval, capsys):
+    out = kit["root"] / "eval-h5"
+    rc = run_eval(capsys, "--model", kit["h5"], "--task", "binary", "--data", kit["data"], "--out", out)[0]
+    assert rc == 0
+    a, b = read_eval(keras_eval)[1], read_eval(out)[1]
+    assert list(a["path"]) == list(b["path"])
+    np.testing.assert_allclose(a[["nevus", "others"]], b[["nevus", "others"]], atol=1e-6)
+
+
+def test_tta_is_the_mean_over_flipped_inputs(kit, keras_eval, capsys):
+    ds = load_dataset(kit["data"], "binary")
+    items, _ = prepare(ds.val, settings_for(SIZE))
+    x = LesionBatches(items, 2, SIZE, batch_size=len(items))[0][0]
+    out4 = kit["root"] / "tta4"
+    assert run_eval(capsys, "--model", kit["keras"], "--task", "binary", "--data", kit["data"],
+                    "--tta", 4, "--out", out4)[0] == 0
+    m4, df4 = read_eval(out4)
+    p4 = df4[["nevus", "others"]].to_numpy()
+    expected = np.mean([kit["model"](np.ascontiguousarray(ev.tta_forward(x, t)), training=False)
+                        for t in range(4)], axis=0)
+    np.testing.assert_allclose(p4, expected, atol=1e-5)
+    assert np.allclose(p4.sum(1), 1, atol=1e-5) and ((p4 >= 0) & (p4 <= 1)).all()
+    assert m4["tta"] == 4 and m4["lesion_focus"] is not None
+
+
+@pytest.mark.parametrize("t", range(len(ev.TTA_NAMES)))
+def test_tta_maps_cams_back_to_the_original_orientation(t):
+    rng = np.random.default_rng(t)
+    x = rng.normal(size=(2, 8, 8, 3))
+    np.testing.assert_array_equal(ev.tta_inverse(ev.tta_forward(x, t), t), x)
+
+    def cam(img):                       # a spatially equivariant "CAM": 2x2 average pooling, (B,4,4,3)
+        return img.reshape(len(img), 4, 2, 4, 2, 3).mean(axis=(2, 4))
+
+    np.testing.assert_allclose(ev.tta_inverse(cam(ev.tta_forward(x, t)), t), cam(x))
+    if t > 0:
+        assert not np.allclose(ev.tta_forward(x, t), x)
+
+
+def test_tta_out_of_range_is_one_line(kit, capsys):
+    rc, cap = run_eval(capsys, "--model", kit["keras"], "--task", "binary", "--data", kit["data"],
+                       "--tta", 9, "--out", kit["root"] / "tta9")
+    assert rc == 2 and cap.err.strip().count("\n") == 0 and "--tta 9" in cap.err
+
+
+def test_unlabelled_folder_writes_predictions_only(kit, keras_eval, capsys):
+    out = kit["root"] / "predict"
+    rc, cap = run_eval(capsys, "--model", kit["keras"], "--task", "binary", "--images", kit["data"] / "val",
+                       "--out", out)
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cams.png", "predictions.csv"]
+    df = pd.read_csv(out / "predictions.csv")
+    assert list(df.columns) == ["path", "predicted", "nevus", "others"]
+    labelled = read_eval(keras_eval)[1].set_index("path")
+    np.testing.assert_allclose(df[["nevus", "others"]].to_numpy(),
+                               labelled.loc[df["path"], ["nevus", "others"]].to_numpy(), atol=1e-6)
+
+
+def test_lambda_layer_is_refused(kit, capsys):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(x)))
+    for suffix in (".keras", ".h5"):
+        path = kit["root"] / f"lambda{suffix}"
+        model.save(path)
+        rc, cap = run_eval(capsys, "--model", path, "--task", "binary", "--data", kit["data"],
+                           "--out", kit["root"] / "lambda-out")
+        assert rc == 2, cap.err
+        assert cap.err.strip().count("\n") == 0
+        assert f"refusing to load {path}: it contains Python code (Lambda layer)" in cap.err
+    assert not (kit["root"] / "lambda-out").exists()
+
+
+def test_missing_inputs_are_one_line(kit, capsys, tmp_path):
+    (tmp_path / "notarun").mkdir()
+    for argv in (["--run", tmp_path / "notarun"],
+                 ["--model", tmp_path / "missing.keras", "--task", "binary", "--data", kit["data"]]):
+        rc, cap = run_eval(capsys, *argv)
+        assert rc == 2 and cap.err.strip().count("\n") == 0, cap.err
+        assert str(argv[1]) in cap.err and "Traceback" not in cap.err
+    assert "config.json" in run_eval(capsys, "--run", tmp_path / "notarun")[1].err
+    assert list(tmp_path.iterdir()) == [tmp_path / "notarun"]
+
+
+def fake_run(folder, model, data, task, classes):
+    folder.mkdir()
+    cfg = TrainConfig(data=str(data), task=task, image_size=SIZE, weights="none", out=str(folder))
+    (folder / "config.json").write_text(cfg.to_json())
+    (folder / "classes.json").write_text(json.dumps({"classes": classes}))
+    model.save(folder / "model.keras")
+    return folder
+
+
+def test_run_folder_defaults_and_data_override(kit, keras_eval, capsys):
+    run = fake_run(kit["root"] / "run", kit["model"], kit["data"], "binary", ["nevus", "others"])
+    rc, cap = run_eval(capsys, "--run", run)
+    assert rc == 0, cap.err
+    m, df = read_eval(run / "eval-val")
+    np.testing.assert_allclose(df[["nevus", "others"]], read_eval(keras_eval)[1][["nevus", "others"]],
+                               atol=1e-6)
+    assert "balanced accuracy" in cap.out and "Confusion matrix" in cap.out
+    assert sorted(p.name for p in run.iterdir()) == ["classes.json", "config.json", "eval-val", "model.keras"]
+    source = ev.resolve_source(run)
+    args = evaluate.parse_args(["--run", str(run), "--images", "x"])
+    assert evaluate.default_out(args, source) == run / "predict"
+    args = evaluate.parse_args(["--model", str(kit["h5"]), "--task", "binary", "--data", "d",
+                                "--split", "train"])
+    assert evaluate.default_out(args, ev.resolve_source(kit["h5"], "binary")) == kit["root"] / "eval-train"
+    other = write_dataset(kit["root"] / "multi", "multiclass", n=6, size=SIZE)
+    rc, cap = run_eval(capsys, "--run", run, "--data", other)
+    assert rc == 2 and cap.err.strip().count("\n") == 0
+    assert "bcc, mel, scc" in cap.err and "nevus, others" in cap.err
