@@ -1,0 +1,233 @@
+"""Classical-ML baseline: hand-crafted lesion features + scikit-learn classifiers.
+
+    python -m dermo.ml --task binary|multiclass|auto --data DIR|CSV [--label-column C] [--out DIR]
+
+Images go through the same cached preprocessing as the CNNs (dermo.pipeline.prepare), then
+dermo.features turns each image and its lesion mask into named numbers. On the training split a
+cross-validated grid search (balanced accuracy) picks the best of StandardScaler + {SVM, random
+forest, histogram gradient boosting}; the winner, refitted on the whole training split, predicts the
+validation split. The output folder (default runs/ml-<task>-<timestamp>/) holds what evaluate.py
+writes — metrics.json (+ "model", "cv_score"), predictions.csv, report.txt, confusion_matrix.png,
+roc.png — and features.csv, cv_results.csv and model.joblib.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from dermo.datasets import DataError, load_dataset
+from dermo.errors import run_cli
+from dermo.features import FEATURE_NAMES, WORK_SIZE, extract_features
+
+PROG = "python -m dermo.ml"
+
+
+class BalancedSVC(SVC):
+    """SVC whose probabilities assume equal class priors, like its class_weight="balanced" decisions.
+
+    libsvm's Platt scaling is fitted without the class weights, so SVC.predict_proba carries the training
+    priors and its argmax favours the majority class, unlike predict(); dividing by the training priors
+    (and renormalising) puts it on the same footing as the balanced forests and boosting models."""
+
+    def fit(self, X, y, sample_weight=None):
+        super().fit(X, y, sample_weight=sample_weight)
+        idx = np.searchsorted(self.classes_, np.asarray(y))
+        self.class_prior_ = np.bincount(idx, minlength=len(self.classes_)) / len(idx)    # (K,)
+        return self
+
+    def predict_proba(self, X):
+        p = super().predict_proba(X) / self.class_prior_                                  # (N, K)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def param_grid(seed: int = 0) -> list[dict]:
+    """The searched candidates: 4 SVMs, 4 random forests, 4 gradient-boosting models."""
+    return [
+        {"clf": [BalancedSVC(probability=True, class_weight="balanced", random_state=seed)],
+         "clf__C": [1.0, 10.0], "clf__gamma": ["scale", 0.002]},
+        {"clf": [RandomForestClassifier(class_weight="balanced", random_state=seed)],
+         "clf__n_estimators": [100, 250], "clf__max_depth": [None, 8]},
+        {"clf": [HistGradientBoostingClassifier(class_weight="balanced", random_state=seed, max_iter=100)],
+         "clf__learning_rate": [0.05, 0.15], "clf__max_depth": [3, None]},
+    ]
+
+
+def _plain(value):
+    """numpy scalars -> Python numbers (JSON)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _candidate(params: dict) -> tuple[str, dict]:
+    """GridSearchCV params {"clf": estimator, "clf__C": 1, ...} -> ("SVC", {"C": 1, ...})."""
+    name = type(params["clf"]).__name__
+    return name, {k.split("__", 1)[1]: _plain(v) for k, v in params.items() if k != "clf"}
+
+
+def proba_balanced_accuracy(estimator, X, y) -> float:
+    """Balanced accuracy of argmax(predict_proba): the prediction that is reported (an SVC's Platt-scaled
+    probabilities can disagree with its predict(), which class_weight="balanced" shifts)."""
+    probs = estimator.predict_proba(X)
+    return float(balanced_accuracy_score(y, estimator.classes_[probs.argmax(axis=1)]))
+
+
+def fit_baseline(X: np.ndarray, y: np.ndarray, seed: int = 0, cv: int = 5, n_jobs: int | None = -1,
+                 grid: list[dict] | None = None):
+    """Grid search over param_grid(seed) with stratified `cv`-fold CV scored by the balanced accuracy
+    of argmax(predict_proba) (proba_balanced_accuracy).
+
+    X float (N, F) features, y int (N,) class ids. Returns (best_estimator: fitted Pipeline(scale, clf),
+    summary: {"model": {"name", "params"}, "cv_score", "cv_folds", "candidates": [{"model", "params",
+    "mean_score", "std_score", "rank", "mean_fit_time"}]}). Fewer folds are used when the smallest class
+    has fewer than `cv` images; a class with fewer than 2 is a DataError.
+    """
+    X, y = np.asarray(X, np.float64), np.asarray(y).astype(int)
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    if len(present) < 2:
+        raise DataError(f"the training split has {len(present)} class(es); need at least 2")
+    folds = int(min(cv, present.min()))
+    if folds < 2:
+        raise DataError(f"class {int(np.flatnonzero(counts == present.min())[0])} has only "
+                        f"{int(present.min())} training image(s); cross-validation needs at least 2 per class")
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", SVC())])
+    search = GridSearchCV(pipe, grid or param_grid(seed), scoring=proba_balanced_accuracy, n_jobs=n_jobs,
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed), refit=True,
+                          error_score="raise")
+    search.fit(X, y)
+    res = search.cv_results_
+    candidates = []
+    for i, params in enumerate(res["params"]):
+        name, plain = _candidate(params)
+        candidates.append({"model": name, "params": plain, "mean_score": float(res["mean_test_score"][i]),
+                           "std_score": float(res["std_test_score"][i]), "rank": int(res["rank_test_score"][i]),
+                           "mean_fit_time": float(res["mean_fit_time"][i])})
+    name, params = _candidate(search.best_params_)
+    summary = {"model": {"name": name, "params": params}, "cv_score": float(search.best_score_),
+               "cv_folds": folds, "candidates": candidates}
+    return search.best_estimator_, summary
+
+
+def predict_probs(model, X: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, F) -> (N, K) probabilities; classes the model never saw get probability 0."""
+    p = model.predict_proba(np.asarray(X, np.float64))
+    probs = np.zeros((len(p), num_classes))
+    probs[:, model.classes_.astype(int)] = p
+    return probs
+
+
+def features_frame(items, X: np.ndarray, splits: list[str], classes: list[str]) -> pd.DataFrame:
+    """One row per image: path (source image), split, label (class name), then FEATURE_NAMES."""
+    head = pd.DataFrame({"path": [it.source for it in items], "split": splits,
+                         "label": ["" if it.label is None else classes[it.label] for it in items]})
+    return pd.concat([head, pd.DataFrame(X, columns=list(FEATURE_NAMES))], axis=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    ap.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto")
+    ap.add_argument("--data", required=True, help="dataset folder or CSV manifest")
+    ap.add_argument("--label-column", default="label", help="label column of a CSV manifest")
+    ap.add_argument("--out", help="output folder (default runs/ml-<task>-<timestamp>)")
+    ap.add_argument("--seed", type=int, default=0, help="split / CV / model seed")
+    ap.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
+    ap.add_argument("--image-size", type=int, default=299,
+                    help="CNN input size whose preprocessing cache is shared (default 299); features "
+                         f"are computed with the shorter side at {WORK_SIZE} px")
+    ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
+    ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    ap.add_argument("--cache-dir", default=None, help="preprocessing cache (default $DERMO_CACHE or ~/.cache/dermo)")
+    ap.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
+                    help="unreadable image: stop with one line (default) or skip it and go on")
+    return ap
+
+
+def _prepare_split(samples, settings, args, name):
+    from dermo.pipeline import prepare
+
+    items, skipped = prepare(samples, settings, cache_dir=args.cache_dir, on_bad=args.on_bad_image,
+                             workers=args.workers)
+    for line in skipped:
+        print(f"{PROG}: skipped {line}", file=sys.stderr)
+    if not items:
+        raise DataError(f"{args.data}: no usable images in the {name} split")
+    return items
+
+
+def run(args) -> int:
+    from dermo.evaluation import mask_source, write_labelled
+    from dermo.pipeline import settings_for
+
+    if args.cv < 2:
+        raise DataError(f"--cv {args.cv}: use at least 2 folds")
+    ds = load_dataset(args.data, args.task, args.label_column, seed=args.seed, on_bad=args.on_bad_image)
+    for line in ds.skipped:
+        print(f"{PROG}: skipped {line}", file=sys.stderr)
+    if not ds.val:
+        raise DataError(f"{args.data}: the validation split is empty")
+    out = Path(args.out or f"runs/ml-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    settings = settings_for(args.image_size, hair=not args.no_hair, color=not args.no_color)
+    train = _prepare_split(ds.train, settings, args, "train")
+    val = _prepare_split(ds.val, settings, args, "val")
+    t0 = time.perf_counter()
+    X = extract_features(train + val, workers=args.workers)                      # (N, F)
+    t_features = time.perf_counter() - t0
+    X_train, X_val = X[:len(train)], X[len(train):]
+    y_train = np.array([it.label for it in train])
+    y_val = np.array([it.label for it in val])
+    missing = [c for k, c in enumerate(ds.classes) if not (y_train == k).any()]
+    if missing:
+        raise DataError(f"{args.data}: no training images of class(es) {', '.join(missing)}")
+    out.mkdir(parents=True, exist_ok=True)
+    features_frame(train + val, X, ["train"] * len(train) + ["val"] * len(val), ds.classes).to_csv(
+        out / "features.csv", index=False)
+
+    print(f"grid search on {len(train)} training images, {X.shape[1]} features ...", file=sys.stderr)
+    t0 = time.perf_counter()
+    model, summary = fit_baseline(X_train, y_train, seed=args.seed, cv=args.cv,
+                                  n_jobs=args.workers or -1)
+    t_search = time.perf_counter() - t0
+    print(f"features {t_features:.1f} s, grid search {t_search:.1f} s", file=sys.stderr)
+    cv_rows = [{"model": c["model"], "params": json.dumps(c["params"], sort_keys=True),
+                **{k: c[k] for k in ("mean_score", "std_score", "rank", "mean_fit_time")}}
+               for c in summary["candidates"]]
+    pd.DataFrame(cv_rows).sort_values("rank").to_csv(out / "cv_results.csv", index=False)
+    joblib.dump({"model": model, "classes": ds.classes, "feature_names": list(FEATURE_NAMES),
+                 "feature_size": WORK_SIZE, "preprocess": asdict(settings)}, out / "model.joblib")
+
+    probs = predict_probs(model, X_val, len(ds.classes))
+    extra = {"method": "classical-ml", "model": summary["model"], "cv_score": summary["cv_score"],
+             "cv_folds": summary["cv_folds"], "n_train": len(train), "n_features": int(X.shape[1]),
+             "split": "val", "data": str(args.data), "task": args.task, "mask_source": mask_source(ds.val),
+             "seconds": {"features": round(t_features, 2), "grid_search": round(t_search, 2)}}
+    _, report = write_labelled(out, [it.source for it in val], y_val, probs, ds.classes, extra=extra)
+    params = ", ".join(f"{k}={v}" for k, v in summary["model"]["params"].items())
+    report = (f"model: {summary['model']['name']}({params})   cv balanced accuracy "
+              f"{summary['cv_score']:.4f} ({summary['cv_folds']}-fold)\n\n" + report)
+    (out / "report.txt").write_text(report)
+    print(report)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: run(args), PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
