@@ -91,7 +91,8 @@ def evaluate(args, log=print) -> dict:
 
     start = time.perf_counter()
     ev.check_tta(args.tta)
-    source = ev.resolve_source(args.run or args.model, args.task or "auto")
+    kind = "run" if args.run else "model"
+    source = ev.resolve_source(args.run or args.model, args.task or "auto", kind)
     if args.images:
         if source.classes is None:
             raise ev.EvaluationError("--images with --model needs --task binary|multiclass (class names "

@@ -127,14 +127,17 @@ class Source:
     cache_dir: str | None = None
 
 
-def resolve_source(spec, task: str = "auto") -> Source:
-    """A run folder (anything that is a directory) or a model file (`task` gives its class names)."""
+def resolve_source(spec, task: str = "auto", kind: str = "auto") -> Source:
+    """A run folder or a model file (`task` gives its class names); kind "run" / "model" insists on
+    one of them, "auto" takes a directory for a run."""
     p = Path(spec)
-    if p.is_dir():
+    if kind == "run" or (kind == "auto" and p.is_dir()):
         run = runs.load_run(p)
         cfg = run.config
         return Source(str(spec), run.model_path, cfg.task, list(run.classes), run,
                       {"hair": cfg.hair_removal, "color": cfg.color_constancy}, cfg.cache_dir)
+    if p.is_dir():
+        raise EvaluationError(f"{spec}: is a folder, not a model file (evaluate a run folder with --run)")
     if p.suffix.lower() not in MODEL_SUFFIXES:
         raise EvaluationError(f"{spec}: neither a run folder nor a .h5/.keras model file")
     if not p.is_file():

@@ -186,7 +186,7 @@ def test_lambda_layer_is_refused(kit, capsys):
 
 def test_missing_inputs_are_one_line(kit, capsys, tmp_path):
     (tmp_path / "notarun").mkdir()
-    for argv in (["--run", tmp_path / "notarun"],
+    for argv in (["--run", tmp_path / "notarun"], ["--run", tmp_path / "missing-run"],
                  ["--model", tmp_path / "missing.keras", "--task", "binary", "--data", kit["data"]]):
         rc, cap = run_eval(capsys, *argv)
         assert rc == 2 and cap.err.strip().count("\n") == 0, cap.err
