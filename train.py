@@ -31,25 +31,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Options -> TrainConfig: --resume reloads the run's saved options, --demo fills in the demo's."""
     from dermo import runs
+    from dermo.errors import DermoError
 
     cfg = config_from_args(args)
-    given = {k for k, v in vars(args).items() if v != vars(parse_args([])).get(k)}
-    if cfg.resume and cfg.out and (Path(cfg.out) / "resume_config.json").exists():
-        saved = TrainConfig.from_dict(runs.read_json(Path(cfg.out) / "resume_config.json"))
+    if cfg.resume and cfg.out and (Path(cfg.out) / runs.RESUME_CONFIG).exists():
+        saved = TrainConfig.from_dict(runs.read_json(Path(cfg.out) / runs.RESUME_CONFIG))
         saved.resume, saved.out = True, cfg.out
         return saved
     if args.demo:
         from dermo.synthetic import ensure_demo_dataset
 
+        defaults = vars(parse_args([]))
+        given = {k for k, v in vars(args).items() if v != defaults.get(k)}   # the user's own overrides
         data = DEMO_DATA / DEMO["task"]
         ensure_demo_dataset(data, **DEMO)
-        demo = {**DEMO_TRAIN, "data": str(data), "task": DEMO["task"], "demo": True,
-                "out": cfg.out or "runs/demo"}
-        cfg = TrainConfig.from_dict({**vars(cfg), **{k: v for k, v in demo.items() if k not in given
-                                                     or k in ("data", "demo")}})
+        demo = {k: v for k, v in DEMO_TRAIN.items() if k not in given}
+        cfg = TrainConfig.from_dict({**vars(cfg), **demo, "data": str(data), "task": DEMO["task"],
+                                     "demo": True, "out": cfg.out or "runs/demo"})
     if not cfg.data:
-        raise SystemExit("train.py: error: --data is required (or --demo, or --resume --out RUN)")
+        raise DermoError("--data is required (or --demo, or --resume --out RUN)")
     if not cfg.out:
         cfg.out = str(Path("runs") / runs.default_run_name(cfg))
     return cfg
@@ -59,17 +61,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
 
     def run() -> int:
-        from dermo import runs
         from dermo.training import train
 
-        cfg = resolve_config(args)
-        if not cfg.resume:
-            Path(cfg.out).mkdir(parents=True, exist_ok=True)
-            if (Path(cfg.out) / runs.CONFIG).exists():
-                raise SystemExit(f"train.py: error: {cfg.out} already holds a finished run; choose "
-                                 "another --out")
-            runs.write_json(Path(cfg.out) / "resume_config.json", vars(cfg) | {"resume": False})
-        train(cfg)
+        train(resolve_config(args))
         return 0
 
     return run_cli(run, "train.py")

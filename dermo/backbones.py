@@ -32,6 +32,8 @@ class BackboneSpec:
     name: str                      # "B0"
     resolution: int                # native input size
     feature_layer: str = "top_activation"   # last conv activation: the CAM features
+    # decoder skips for the segmentation head, deepest first (strides 16 and 8)
+    skip_layers: tuple[str, ...] = ("block6a_expand_activation", "block4a_expand_activation")
 
     @property
     def keras_constructor(self):
@@ -80,8 +82,9 @@ def _offline_hint(spec: BackboneSpec, weights: str) -> str:
             "FILE.h5, or use --weights none")
 
 
-def build_features(spec: BackboneSpec, inputs, weights: str = "none"):
-    """Build the backbone on `inputs` (B,S,S,3 floats 0..255); returns the feature map (B,h,w,C).
+def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.Model:
+    """Build the backbone on `inputs` (B,S,S,3 floats 0..255) with its weights; returns the no-top model,
+    whose layers join the caller's graph (flat). Its `spec.feature_layer` output is F (B,h,w,C).
 
     The topology is the same whatever the weights (Keras adds an extra Rescaling only for its own
     "imagenet" download; we fold that factor into the Normalization layer instead).
@@ -97,7 +100,7 @@ def build_features(spec: BackboneSpec, inputs, weights: str = "none"):
         _load_noisy_student(spec, base)
     elif kind == "file":
         load_backbone_file(base, weights)
-    return base.get_layer(spec.feature_layer).output
+    return base
 
 
 def download_imagenet(spec: BackboneSpec) -> str:

@@ -1,12 +1,9 @@
 """Keras callbacks the training loop needs beyond Keras' own."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 
-from dermo.runs import read_json, write_json
 
 
 class CenterRefresh(keras.callbacks.Callback):
@@ -43,40 +40,6 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
                             f"(terms {terms}); try a lower --learning-rate or --lambda-cskl, "
                             "or --cskl penalized")
         super().on_batch_end(batch, logs)
-
-
-class ResumableState(keras.callbacks.Callback):
-    """Save the state of EarlyStopping and ReduceLROnPlateau after each epoch (atomically) and put it
-    back when a run resumes, so patience counters and best values carry over an interruption."""
-
-    FIELDS = {keras.callbacks.EarlyStopping: ("wait", "best", "stopped_epoch", "best_epoch"),
-              keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter")}
-
-    def __init__(self, path, watched: list, resume: bool):
-        super().__init__()
-        self.path = Path(path)
-        self.watched = watched
-        self.resume = resume
-
-    def _fields(self, cb):
-        for klass, fields in self.FIELDS.items():
-            if isinstance(cb, klass):
-                return fields
-        return ()
-
-    def on_train_begin(self, logs=None):
-        if not (self.resume and self.path.exists()):
-            return
-        state = read_json(self.path)
-        for cb in self.watched:
-            for name, value in state.get(type(cb).__name__, {}).items():
-                setattr(cb, name, value)
-
-    def on_epoch_end(self, epoch, logs=None):
-        state = {type(cb).__name__: {f: _plain(getattr(cb, f, None)) for f in self._fields(cb)}
-                 for cb in self.watched}
-        state["epoch"] = epoch + 1
-        write_json(self.path, state)
 
 
 def _plain(value):

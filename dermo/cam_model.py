@@ -17,8 +17,8 @@ import tensorflow as tf
 from keras import ops
 
 from dermo.cam import class_activation_maps
-from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, focal_loss, mask_loss,
-                          updated_centers)
+from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, dice_bce_loss, focal_loss,
+                          mask_loss, soft_dice, updated_centers)
 from dermo.network import CLASSIFIER_LAYER
 
 TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss")
@@ -35,33 +35,37 @@ class LossConfig:
     cam_temperature: float = 1.0
     focal_gamma: float = 2.0
     center_momentum: float = 0.5      # new centre = m·old + (1−m)·epoch mean
+    lambda_seg: float = 1.0           # segmentation head (when the model has one): BCE + 1 − Dice
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class CAMModel(keras.Model):
-    """Functional model image -> [probs, features, pooled] trained with the CAM-regularised loss."""
+    """Functional model image -> [probs, features, pooled (, mask)] trained with the CAM-regularised
+    loss; a fourth output (segmentation head) adds λ_seg·(BCE + 1 − Dice) against the lesion mask."""
 
     def __init__(self, inputs, outputs, loss_config: LossConfig | None = None, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.loss_config = loss_config or LossConfig()
         num_classes, channels = outputs[0].shape[-1], outputs[2].shape[-1]
         self.num_classes = num_classes
+        self.has_segmentation = len(outputs) > 3
         self.centers = self.add_weight(shape=(num_classes, channels), initializer="zeros",
                                        trainable=False, name="centers")
         self.center_sum = self.add_weight(shape=(num_classes, channels), initializer="zeros",
                                           trainable=False, aggregation="sum", name="center_sum")
         self.center_count = self.add_weight(shape=(num_classes,), initializer="zeros",
                                             trainable=False, aggregation="sum", name="center_count")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss",) + TERMS}
+        names = ("loss",) + TERMS + (("seg_loss", "seg_dice") if self.has_segmentation else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.accuracy_metric = keras.metrics.CategoricalAccuracy(name="accuracy")
 
     @property
     def metrics(self):
         return [*self.trackers.values(), self.accuracy_metric]
 
-    def loss_terms(self, y, masks, probs, features, pooled) -> dict:
+    def loss_terms(self, y, masks, probs, features, pooled, seg=None) -> dict:
         """All terms as float32 scalars; `loss` is their weighted sum. Terms switched off are 0."""
         cfg = self.loss_config
         y = ops.cast(y, "float32")
@@ -84,6 +88,10 @@ class CAMModel(keras.Model):
         }
         terms["loss"] = (terms["cls_loss"] + cfg.lambda_center * terms["center_loss"]
                          + cfg.lambda_cskl * terms["cskl_loss"] + cfg.lambda_mask * terms["mask_loss"])
+        if seg is not None:
+            terms["seg_loss"] = dice_bce_loss(masks, seg)
+            terms["seg_dice"] = soft_dice(masks, ops.cast(seg > 0.5, "float32"))
+            terms["loss"] = terms["loss"] + cfg.lambda_seg * terms["seg_loss"]
         return terms
 
     def _update_trackers(self, terms, y, probs):
@@ -93,11 +101,11 @@ class CAMModel(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        x, (y, masks) = data
+        x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            probs, features, pooled = self(x, training=True)
-            terms = self.loss_terms(y, masks, probs, features, pooled)
+            probs, features, pooled, *seg = self(x, training=True)
+            terms = self.loss_terms(y, masks, probs, features, pooled, *seg)
             # gradients are summed over replicas: each replica contributes loss / replicas
             scaled = self.optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, self.trainable_variables)
@@ -108,9 +116,9 @@ class CAMModel(keras.Model):
         return self._update_trackers(terms, y, probs)
 
     def test_step(self, data):
-        x, (y, masks) = data
-        probs, features, pooled = self(x, training=False)
-        terms = self.loss_terms(y, masks, probs, features, pooled)
+        x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
+        probs, features, pooled, *seg = self(x, training=False)
+        terms = self.loss_terms(y, masks, probs, features, pooled, *seg)
         return self._update_trackers(terms, y, probs)
 
     def predict_step(self, data):

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dermo.backbones import BACKBONES
 
 
 @dataclass
@@ -29,6 +28,8 @@ class TrainConfig:
     focal_gamma: float = 2.0
     center_momentum: float = 0.5
     dropout: float = 0.2
+    head: str = "classification"          # "segmentation" adds a lesion-mask decoder
+    lambda_seg: float = 1.0
     bn_momentum: float | None = None      # None: 0.9 when training from scratch, else the backbone's
     bn_recalibration_batches: int = 8     # precise-BN batches before each validation (0: off)
     learning_rate: float = 1.0
@@ -66,7 +67,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset folder (train/val/<class>/...) or CSV manifest")
     p.add_argument("--task", choices=["binary", "multiclass", "auto"], default=d.task)
     p.add_argument("--label-column", default=d.label_column, help="CSV column holding the class name")
-    p.add_argument("--backbone", default=d.backbone, help=f"one of {', '.join(BACKBONES)}")
+    p.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7")
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -80,6 +81,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
     p.add_argument("--center-momentum", type=float, default=d.center_momentum)
     p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--head", choices=["classification", "segmentation"], default=d.head,
+                   help="segmentation: add a light decoder predicting the lesion mask (BCE + Dice)")
+    p.add_argument("--lambda-seg", type=float, default=d.lambda_seg, help="weight of the segmentation loss")
     p.add_argument("--bn-momentum", type=float, default=None,
                    help="BatchNorm moving-average momentum (default: 0.9 from scratch, else the backbone's)")
     p.add_argument("--bn-recalibration-batches", type=int, default=d.bn_recalibration_batches,

@@ -10,27 +10,52 @@ from __future__ import annotations
 
 import keras
 
-from dermo.backbones import build_features, check_image_size, get_backbone
+from dermo.backbones import BackboneSpec, build_backbone, check_image_size, get_backbone
 
 GAP_LAYER = "gap"
 CLASSIFIER_LAYER = "classifier"
 PROBS_LAYER = "probs"
+SEG_LAYER = "seg_mask"
+HEADS = ("classification", "segmentation")
 
 
 def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | None = None,
-                weights: str = "none", dropout: float = 0.2, bn_momentum: float | None = None):
-    """-> (inputs, [probs (B,K), features (B,h,w,C), pooled (B,C)]) of a fresh flat graph."""
+                weights: str = "none", dropout: float = 0.2, head: str = "classification"):
+    """-> (inputs, [probs (B,K), features (B,h,w,C), pooled (B,C)] (+ [mask (B,S,S,1)] with
+    head="segmentation")) of a fresh flat graph."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
     spec = get_backbone(backbone)
     size = image_size or spec.resolution
     check_image_size(spec, size)
     inputs = keras.Input((size, size, 3), name="image")
-    features = build_features(spec, inputs, weights)
+    base = build_backbone(spec, inputs, weights)
+    features = base.get_layer(spec.feature_layer).output
     pooled = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
     x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
     logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
     # softmax in float32 also under mixed precision
     probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)
-    return inputs, [probs, features, pooled]
+    outputs = [probs, features, pooled]
+    if head == "segmentation":
+        outputs.append(segmentation_decoder(base, spec, features, size))
+    return inputs, outputs
+
+
+def segmentation_decoder(base: keras.Model, spec: BackboneSpec, features, size: int, width: int = 64):
+    """A light FPN-style decoder: F (stride 32) -> + skips (strides 16, 8) -> sigmoid mask (B,S,S,1)."""
+    layers = keras.layers
+    x = layers.Conv2D(width, 1, activation="relu", name="seg_reduce")(features)
+    for i, name in enumerate(spec.skip_layers):
+        skip = base.get_layer(name).output
+        h, w = skip.shape[1], skip.shape[2]
+        x = layers.Resizing(h, w, interpolation="bilinear", name=f"seg_up{i}")(x)
+        s = layers.Conv2D(width, 1, activation="relu", name=f"seg_skip{i}")(skip)
+        x = layers.Add(name=f"seg_add{i}")([x, s])
+        x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"seg_conv{i}")(x)
+    x = layers.Conv2D(1, 1, name="seg_logits")(x)
+    x = layers.Resizing(size, size, interpolation="bilinear", name="seg_resize")(x)
+    return layers.Activation("sigmoid", dtype="float32", name=SEG_LAYER)(x)
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
@@ -46,3 +71,11 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
 def inference_model(model: keras.Model) -> keras.Model:
     """image -> probabilities, sharing the trained layers; saves and loads as plain Keras."""
     return keras.Model(model.input, model.get_layer(PROBS_LAYER).output, name="dermo_classifier")
+
+
+def segmentation_model(model: keras.Model) -> keras.Model | None:
+    """image -> lesion mask (B,S,S,1) for models with a segmentation head, else None."""
+    names = {layer.name for layer in model.layers}
+    if SEG_LAYER not in names:
+        return None
+    return keras.Model(model.input, model.get_layer(SEG_LAYER).output, name="dermo_segmenter")

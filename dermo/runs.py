@@ -15,11 +15,12 @@ CONFIG = "config.json"
 CLASSES = "classes.json"
 MODEL_KERAS = "model.keras"
 MODEL_H5 = "model.h5"
+SEG_MODEL = "seg_model.keras"
 HISTORY = "history.csv"
 CURVES = "curves.png"
 BEST_WEIGHTS = "best.weights.h5"
 BACKUP_DIR = "backup"
-STATE = "train_state.json"
+RESUME_CONFIG = "resume_config.json"
 
 
 class RunError(DermoError, ValueError):

@@ -12,12 +12,13 @@ import pandas as pd
 import tensorflow as tf
 
 from dermo import runs
-from dermo.callbacks import CenterRefresh, EpochSync, NaNGuard, PreciseBatchNorm, ResumableState
+from dermo.callbacks import CenterRefresh, EpochSync, NaNGuard, PreciseBatchNorm
+from dermo.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.cam_model import CAMModel, LossConfig
 from dermo.config import TrainConfig
 from dermo.errors import DermoError
 from dermo.datasets import Dataset, load_dataset, loss_kind
-from dermo.network import build_graph, inference_model, set_bn_momentum
+from dermo.network import build_graph, inference_model, segmentation_model, set_bn_momentum
 from dermo.pipeline import LesionBatches, prepare, settings_for
 
 SCRATCH_BN_MOMENTUM = 0.9
@@ -48,12 +49,14 @@ def loss_config(cfg: TrainConfig, num_classes: int) -> LossConfig:
     return LossConfig(classification=loss_kind(num_classes), lambda_center=cfg.lambda_center,
                       lambda_cskl=cfg.lambda_cskl, lambda_mask=cfg.lambda_mask, cskl=cfg.cskl,
                       lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
-                      focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum)
+                      focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum,
+                      lambda_seg=cfg.lambda_seg)
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> CAMModel:
     """The CAMModel for `cfg` (not compiled)."""
-    inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout)
+    inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout,
+                                  head=cfg.head)
     model = CAMModel(inputs, outputs, loss_config(cfg, num_classes), name="dermo_cam_model")
     momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
     if momentum:
@@ -81,30 +84,30 @@ def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
     return (sums / np.maximum(counts, 1)[:, None]).astype("float32")
 
 
-def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_batches) -> list:
+def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_batches,
+                   resume_state: dict | None = None) -> list:
     early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping_patience,
                                           mode="max", restore_best_weights=True, verbose=1)
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                                 min_lr=1e-4, verbose=1)
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR), delete_checkpoint=False),
         EpochSync(train_batches),
         CenterRefresh(),
         NaNGuard(),
         PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),
-        keras.callbacks.ModelCheckpoint(str(run_dir / runs.BEST_WEIGHTS), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=resume_state is not None),
         plateau,
         early,
-        ResumableState(run_dir / runs.STATE, [early, plateau], resume=cfg.resume),
-        keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=cfg.resume),
+        # last: restores the two above after their own on_train_begin reset; saves after they updated
+        RunCheckpoint(run_dir, [early, plateau], monitor="val_accuracy", best_name=runs.BEST_WEIGHTS,
+                      resume_state=resume_state),
     ]
 
 
 def prepare_run_dir(cfg: TrainConfig) -> Path:
     run_dir = cfg.run_dir
     if cfg.resume:
-        if not (run_dir / runs.BACKUP_DIR).exists():
+        if read_resume_state(run_dir) is None:
             raise TrainingError(f"{run_dir}: nothing to resume (no {runs.BACKUP_DIR}/ checkpoint); "
                                 "start without --resume")
     elif (run_dir / runs.CONFIG).exists() or (run_dir / runs.BACKUP_DIR).exists():
@@ -138,6 +141,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     run_dir = prepare_run_dir(cfg)
+    if not cfg.resume:
+        runs.write_json(run_dir / runs.RESUME_CONFIG, _config_dict(cfg))
     ds, train_items, val_items = load_data(cfg, log)
     runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
     strategy = make_strategy(cfg.strategy)
@@ -153,12 +158,19 @@ def train(cfg: TrainConfig, log=print) -> Path:
     order = np.random.default_rng(cfg.seed).permutation(len(train_items))
     plain_batches = LesionBatches([train_items[i] for i in order], ds.num_classes, cfg.image_size,
                                   cfg.batch_size)
-    if not cfg.resume:
+    state = read_resume_state(run_dir) if cfg.resume else None
+    if state is None:
         model.set_centers(initial_centers(model, plain_batches))
-    callbacks = make_callbacks(cfg, run_dir, train_batches, plain_batches)
+        initial_epoch = 0
+    else:
+        initial_epoch = restore(model, run_dir, state)
+        train_batches.set_epoch(initial_epoch)        # the shuffle/augmentation of that epoch
+        truncate_history(run_dir / runs.HISTORY, initial_epoch)
+        log(f"resuming {run_dir} after epoch {initial_epoch}")
+    callbacks = make_callbacks(cfg, run_dir, train_batches, plain_batches, state)
     start = time.time()
     model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2)
+              initial_epoch=initial_epoch, verbose=1 if sys.stdout.isatty() else 2)
     guard = next(cb for cb in callbacks if isinstance(cb, NaNGuard))
     if guard.message:
         raise TrainingError(guard.message)
@@ -174,6 +186,9 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     net = inference_model(model)
     runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS)
     runs.save_keras_atomic(net, run_dir / runs.MODEL_H5)
+    segmenter = segmentation_model(model)
+    if segmenter is not None:
+        runs.save_keras_atomic(segmenter, run_dir / runs.SEG_MODEL)
     history = pd.read_csv(run_dir / runs.HISTORY)
     plot_history(history, run_dir / runs.CURVES)
     config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 
 import train
 from dermo import runs
@@ -14,15 +19,17 @@ from dermo.config import TrainConfig
 from dermo.synthetic import write_dataset
 
 TERMS = ["cls_loss", "center_loss", "cskl_loss", "mask_loss"]
+EPOCHS = 4
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data64(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("synth") / "binary", "binary", n=64, seed=3, size=80,
+    return write_dataset(tmp_path_factory.mktemp("synth") / "binary", "binary", n=96, seed=3, size=80,
                          workers=1)
 
 
-def train_args(data, out, epochs=3, *extra):
+def train_args(data, out, epochs=EPOCHS, *extra):
     return ["--data", str(data), "--task", "binary", "--backbone", "B0", "--image-size", "64",
             "--batch-size", "8", "--epochs", str(epochs), "--weights", "none", "--out", str(out),
             "--workers", "1", "--seed", "7", *extra]
@@ -60,7 +67,7 @@ def test_run_folder_has_every_file(run_a):
 
 def test_history_logs_real_per_term_values_and_loss_decreases(run_a):
     h = pd.read_csv(run_a / "history.csv")
-    assert len(h) == 3
+    assert len(h) == EPOCHS
     for col in ["loss", "accuracy"] + TERMS:
         assert np.isfinite(h[col]).all() and np.isfinite(h["val_" + col]).all(), col
         assert (h[col] != 0).all(), f"{col} logged as 0 (tracker not updated)"
@@ -89,32 +96,28 @@ def test_val_predictions_do_not_collapse_to_one_class(run_a, val_arrays):
     assert len(set(probs.argmax(1))) == 2, "eval-mode predictions collapsed to a single class"
 
 
-def test_same_seed_gives_identical_history(run_a, data64, tmp_path):
-    assert train.main(train_args(data64, tmp_path / "b")) == 0
-    a = pd.read_csv(run_a / "history.csv")
-    b = pd.read_csv(tmp_path / "b" / "history.csv")
-    pd.testing.assert_frame_equal(a, b)
-
-
-def test_resume_continues_an_interrupted_run(data64, tmp_path, monkeypatch):
-    import dermo.training as training
-
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:
-                raise KeyboardInterrupt
-
-    real = training.make_callbacks
-    monkeypatch.setattr(training, "make_callbacks", lambda *a: real(*a) + [Interrupt()])
-    out = tmp_path / "c"
-    assert train.main(train_args(data64, out)) == 130
-    assert (out / runs.BACKUP_DIR).exists() and not (out / "model.keras").exists()
-    assert len(pd.read_csv(out / "history.csv")) == 1
-    monkeypatch.setattr(training, "make_callbacks", real)
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
+    """SIGKILL a training subprocess after its first epoch's checkpoint, --resume it: the finished run
+    has every planned epoch and the same history as the uninterrupted run with the same seed
+    (reproducibility, and weights/optimizer/centres/LR/early-stopping state carried over)."""
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data64, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    state = out / runs.BACKUP_DIR / "state.json"
+    deadline = time.time() + 600
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert proc.poll() is None and time.time() < deadline, "training subprocess ended early"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.keras").exists()
     assert train.main(["--resume", "--out", str(out)]) == 0
-    h = pd.read_csv(out / "history.csv")
-    assert list(h["epoch"]) == [0, 1, 2]
-    assert (out / "model.keras").exists() and not (out / runs.BACKUP_DIR).exists()
+    a = pd.read_csv(run_a / "history.csv")
+    b = pd.read_csv(out / "history.csv")
+    assert list(b["epoch"]) == list(range(EPOCHS))
+    pd.testing.assert_frame_equal(a, b)
+    assert (out / runs.BEST_WEIGHTS).exists() and not (out / runs.BACKUP_DIR).exists()
 
 
 def test_refuses_to_overwrite_and_resume_without_checkpoint(run_a, tmp_path, capsys, data64):

@@ -7,6 +7,7 @@ from dermo.losses.center import center_loss, center_sums, updated_centers
 from dermo.losses.classification import categorical_ce, focal_loss
 from dermo.losses.cskl import cam_log_distributions, cskl_loss, kl_penalty
 from dermo.losses.lesion_focus import mask_loss, resize_masks
+from dermo.losses.segmentation import dice_bce_loss, soft_dice
 
 __all__ = [
     "cam_log_distributions",
@@ -14,9 +15,11 @@ __all__ = [
     "center_loss",
     "center_sums",
     "cskl_loss",
+    "dice_bce_loss",
     "focal_loss",
     "kl_penalty",
     "mask_loss",
     "resize_masks",
+    "soft_dice",
     "updated_centers",
 ]
