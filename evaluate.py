@@ -88,6 +88,7 @@ def evaluate(args, log=print) -> dict:
     from dermo import evaluation as ev
     from dermo.datasets import unlabelled_samples
     from dermo.pipeline import prepare, settings_for
+    from dermo.runs import SEG_MODEL
 
     start = time.perf_counter()
     ev.check_tta(args.tta)
@@ -126,6 +127,13 @@ def evaluate(args, log=print) -> dict:
              "data": str(data_source), "mask_source": ev.mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,
              "predict_seconds": round(time.perf_counter() - start, 2)}
+    seg_path = source.run.path / SEG_MODEL if source.run is not None else None
+    if seg_path is not None and seg_path.exists():        # classification + segmentation run
+        from dermo.segmentation_eval import segmentation_dice
+
+        extra["segmentation_dice"] = segmentation_dice(ev.load_model_safely(seg_path), items,
+                                                       len(classes), args.batch_size)
+        log(f"segmentation head: mean Dice {extra['segmentation_dice']:.4f} vs the lesion masks")
     m, report = ev.write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred)
     log(report.rstrip())
     log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png)")

@@ -125,3 +125,17 @@ def test_refuses_to_overwrite_and_resume_without_checkpoint(run_a, tmp_path, cap
     assert "already holds" in capsys.readouterr().err
     assert train.main(["--resume", "--out", str(tmp_path / "none")] + ["--data", str(data64)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_segmentation_head_trains_and_evaluate_reports_dice(data64, tmp_path):
+    import evaluate
+
+    out = tmp_path / "seg"
+    assert train.main(train_args(data64, out, 1, "--head", "segmentation")) == 0
+    h = pd.read_csv(out / "history.csv")
+    assert (h["seg_loss"] > 0).all() and h["val_seg_dice"].between(0, 1).all()
+    assert (out / runs.SEG_MODEL).exists()
+    assert evaluate.main(["--run", str(out)]) == 0
+    metrics = json.loads((out / "eval-val" / "metrics.json").read_text())
+    assert 0.0 <= metrics["segmentation_dice"] <= 1.0
