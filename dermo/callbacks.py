@@ -13,18 +13,6 @@ class CenterRefresh(keras.callbacks.Callback):
         self.model.refresh_centers()
 
 
-class EpochSync(keras.callbacks.Callback):
-    """Keep the training batches' shuffling in step with the epoch number (also after a resume)."""
-
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.batches.epoch != epoch:
-            self.batches.set_epoch(epoch)
-
-
 class NaNGuard(keras.callbacks.TerminateOnNaN):
     """TerminateOnNaN that says what happened and what to try."""
 

@@ -6,11 +6,14 @@
 
 Augmentation runs in parallel worker threads (OpenCV releases the GIL). The epoch order and every
 augmentation draw depend only on (seed, epoch, batch index), so results do not depend on the number of
-workers or their scheduling.
+workers or their scheduling. The epoch of a request is counted per batch index (the e-th request of
+index i belongs to epoch e): Keras' tf.data adapter prefetches the next epoch's first batches before it
+calls on_epoch_end, so a shared "current epoch" would make those batches depend on timing.
 """
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import keras
@@ -63,9 +66,9 @@ class LesionBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.training = training
         self.seed = seed
-        self.epoch = 0
         self._eval = eval_transform(image_size)
-        self._order = self._epoch_order()
+        self._lock = threading.Lock()
+        self._passes = np.zeros(len(self), dtype=np.int64)   # epoch of the next request, per index
 
     def __len__(self) -> int:
         n = len(self.items)
@@ -73,23 +76,24 @@ class LesionBatches(keras.utils.PyDataset):
             return n // self.batch_size          # drop the last partial batch (BatchNorm on 1 image)
         return math.ceil(n / self.batch_size)
 
-    def _epoch_order(self) -> np.ndarray:
+    @property
+    def epoch(self) -> int:
+        """The epoch in progress (the lowest pass any batch index is at)."""
+        return int(self._passes.min())
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
         if not self.training:
             return np.arange(len(self.items))
-        return np.random.default_rng(_seed(self.seed, self.epoch)).permutation(len(self.items))
+        return np.random.default_rng(_seed(self.seed, epoch)).permutation(len(self.items))
 
     def set_epoch(self, epoch: int) -> None:
-        """Position the shuffling at `epoch` (used when a run resumes)."""
-        self.epoch = epoch
-        self._order = self._epoch_order()
+        """Make the next request of every batch index belong to `epoch` (a resumed run)."""
+        with self._lock:
+            self._passes[:] = epoch
 
-    def on_epoch_end(self) -> None:
-        if self.training:
-            self.set_epoch(self.epoch + 1)
-
-    def batch_items(self, index: int) -> list[Prepared]:
-        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        return [self.items[i] for i in idx]
+    def batch_items(self, index: int, epoch: int | None = None) -> list[Prepared]:
+        order = self.epoch_order(self.epoch if epoch is None else epoch)
+        return [self.items[i] for i in order[index * self.batch_size:(index + 1) * self.batch_size]]
 
     def load(self, item: Prepared, transform) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(item.image)
@@ -97,8 +101,14 @@ class LesionBatches(keras.utils.PyDataset):
         return apply(transform, image, mask)
 
     def __getitem__(self, index: int):
-        items = self.batch_items(index)
-        transform = (train_transform(self.image_size, seed=_seed(self.seed, self.epoch, index))
+        if self.training:
+            with self._lock:
+                epoch = int(self._passes[index])
+                self._passes[index] += 1
+        else:
+            epoch = 0
+        items = self.batch_items(index, epoch)
+        transform = (train_transform(self.image_size, seed=_seed(self.seed, epoch, index))
                      if self.training else self._eval)
         pairs = [self.load(it, transform) for it in items]
         x = np.stack([p[0] for p in pairs]).astype("float32")                       # (B,S,S,3)

@@ -12,7 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from dermo import runs
-from dermo.callbacks import CenterRefresh, EpochSync, NaNGuard, PreciseBatchNorm
+from dermo.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm
 from dermo.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.cam_model import CAMModel, LossConfig
 from dermo.config import TrainConfig
@@ -91,7 +91,6 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_b
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                                 min_lr=1e-4, verbose=1)
     return [
-        EpochSync(train_batches),
         CenterRefresh(),
         NaNGuard(),
         PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),

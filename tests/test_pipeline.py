@@ -219,6 +219,7 @@ def test_training_batches_depend_only_on_seed_epoch_and_index(train_items):
     b = LesionBatches(train_items, 2, S, B, training=True, seed=3)
     first = _batches(a)
     _assert_same(_batches(b, [2, 0, 1]), [first[2], first[0], first[1]])   # any call order
+    a.set_epoch(0)
     _assert_same(_batches(a), first)                                       # and repeatable
     # every epoch is a permutation: no image twice, n % B left out
     seen = [it.source for i in range(len(a)) for it in a.batch_items(i)]
@@ -234,10 +235,9 @@ def test_training_batches_depend_only_on_seed_epoch_and_index(train_items):
 def test_epochs_shuffle_differently_and_set_epoch_reproduces(train_items):
     a = LesionBatches(train_items, 2, S, B, training=True, seed=1)
     order0 = [a.batch_items(i) for i in range(len(a))]
-    first = _batches(a)
-    a.on_epoch_end()
+    first = _batches(a)                   # a full pass: the next requests belong to epoch 1
     assert a.epoch == 1 and [a.batch_items(i) for i in range(len(a))] != order0
-    a.on_epoch_end()
+    a.set_epoch(2)
     epoch2 = _batches(a)
     a.set_epoch(0)
     _assert_same(_batches(a), first)
@@ -245,12 +245,21 @@ def test_epochs_shuffle_differently_and_set_epoch_reproduces(train_items):
     fresh.set_epoch(2)
     _assert_same(_batches(fresh), epoch2)
     # the same images in the same batch slot of another epoch are augmented differently
-    same = LesionBatches(train_items, 2, S, B, training=True, seed=1)
-    same.set_epoch(1)
-    same._order = np.random.default_rng(0).permutation(len(train_items))
-    base = LesionBatches(train_items, 2, S, B, training=True, seed=1)
-    base._order = same._order
-    assert not np.array_equal(same[0][0], base[0][0])
+    same = LesionBatches([train_items[0]] * 2 * B, 2, S, B, training=True, seed=1)
+    epoch0, epoch1 = same[0][0], same[0][0]       # the second request of index 0 is epoch 1
+    assert not np.array_equal(epoch0, epoch1)
+
+
+def test_next_epoch_requested_early_keeps_its_own_epoch(train_items):
+    """Keras' tf.data adapter asks for the next epoch's first batches before on_epoch_end: they must
+    still be that epoch's batches, whatever the timing."""
+    a = LesionBatches(train_items, 2, S, B, training=True, seed=5)
+    early = [a[i] for i in range(len(a))] + [a[0]]       # epoch 0, then epoch 1's first batch early
+    a.on_epoch_end()
+    rest = [a[i] for i in range(1, len(a))]
+    ref = LesionBatches(train_items, 2, S, B, training=True, seed=5)
+    ref.set_epoch(1)
+    _assert_same([early[-1]] + rest, _batches(ref))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -296,7 +305,7 @@ def test_augmented_masks_stay_on_the_synthetic_lesions(train_items):
         aug.set_epoch(epoch)
         for i in range(len(aug)):
             x, (_, m) = aug[i]
-            for it, c, cf in zip(aug.batch_items(i), _mean_contrast(x, m), _mean_contrast(x, m[:, ::-1, ::-1])):
+            for it, c, cf in zip(aug.batch_items(i, epoch), _mean_contrast(x, m), _mean_contrast(x, m[:, ::-1, ::-1])):
                 if it.source not in base:
                     continue
                 if np.isfinite(c):
