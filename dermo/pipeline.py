@@ -69,6 +69,7 @@ class LesionBatches(keras.utils.PyDataset):
         self._eval = eval_transform(image_size)
         self._lock = threading.Lock()
         self._passes = np.zeros(len(self), dtype=np.int64)   # epoch of the next request, per index
+        self._complete = 0                                    # epoch the counters last ended complete at
 
     def __len__(self) -> int:
         n = len(self.items)
@@ -90,6 +91,20 @@ class LesionBatches(keras.utils.PyDataset):
         """Make the next request of every batch index belong to `epoch` (a resumed run)."""
         with self._lock:
             self._passes[:] = epoch
+            self._complete = epoch
+
+    def on_epoch_end(self) -> None:
+        """Forget an incomplete pass, keep a complete one (with any next-epoch batches already prefetched).
+
+        model.fit (TF backend) requests the first 2 batches to probe their shapes, then calls this once
+        before epoch 0: without the roll-back those 2 indices would stay one epoch ahead for the whole run,
+        and every epoch would repeat some images and skip others.
+        """
+        with self._lock:
+            if self._passes.min() == self._complete:
+                self._passes[:] = self._complete
+            else:
+                self._complete = int(self._passes.min())
 
     def batch_items(self, index: int, epoch: int | None = None) -> list[Prepared]:
         order = self.epoch_order(self.epoch if epoch is None else epoch)

@@ -5,6 +5,7 @@ per module into the session's isolated $DERMO_CACHE (tests/conftest.py).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -279,6 +280,47 @@ def test_keras_iteration_gives_the_same_batches(train_items, workers, training):
         ref.set_epoch(epoch if training else 0)
         _assert_same(got, _batches(ref))
     assert ds.epoch == (2 if training else 0)
+
+
+def _fit_batches(items, epochs: int, workers: int, shuffle: bool, initial_epoch: int = 0) -> dict[int, list[bytes]]:
+    """model.fit over training LesionBatches (TF backend: tf.data adapter, shape probe, prefetch)
+    -> {fit epoch: [digest of each x the train step received, in order]}."""
+    import keras
+
+    class Recorder(keras.Model):
+        def train_step(self, data):
+            seen.append(hashlib.sha1(np.asarray(data[0]).tobytes()).digest())
+            return {"batches": keras.ops.convert_to_tensor(float(len(seen)))}
+
+    seen: list = []
+    inp = keras.Input((S, S, 3))
+    model = Recorder(inp, keras.layers.GlobalAveragePooling2D()(inp))
+    model.compile(run_eagerly=True)
+    mark = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(e))
+    batches = LesionBatches(items, 2, S, B, training=True, seed=9, workers=workers)
+    batches.set_epoch(initial_epoch)                                 # as a resumed run does
+    model.fit(batches, epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, verbose=0, callbacks=[mark])
+    per_epoch: dict = {}
+    for s in seen:
+        if isinstance(s, int):
+            per_epoch[s] = []
+        else:
+            per_epoch[max(per_epoch)].append(s)
+    return per_epoch
+
+
+@pytest.mark.parametrize("workers,shuffle,start", [(1, False, 0), (2, True, 0), (1, True, 2)])
+def test_model_fit_trains_each_epoch_on_that_epochs_batches(train_items, workers, shuffle, start):
+    """Keras' TF adapter requests 2 batches to probe their shapes before training, prefetches the next epoch
+    early, and (shuffle=True) permutes the batch indices: every fit epoch must still see exactly the batches
+    of its own epoch, i.e. every image once; a resumed run (start > 0) continues with the same batches."""
+    got = _fit_batches(train_items, start + 3, workers, shuffle, initial_epoch=start)
+    assert sorted(got) == list(range(start, start + 3))
+    ref = LesionBatches(train_items, 2, S, B, training=True, seed=9)
+    for epoch in range(start, start + 3):
+        ref.set_epoch(epoch)
+        want = [hashlib.sha1(ref[i][0].tobytes()).digest() for i in range(len(ref))]
+        assert (sorted(got[epoch]) if shuffle else got[epoch]) == (sorted(want) if shuffle else want), epoch
 
 
 def _mean_contrast(x: np.ndarray, masks: np.ndarray) -> np.ndarray:
