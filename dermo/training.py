@@ -15,7 +15,8 @@ from dermo import runs
 from dermo.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm
 from dermo.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.cam_model import CAMModel, LossConfig
-from dermo.config import TrainConfig
+from dermo.backbones import check_image_size, check_weights, get_backbone
+from dermo.config import TrainConfig, check_config
 from dermo.errors import DermoError
 from dermo.datasets import Dataset, load_dataset, loss_kind
 from dermo.network import build_graph, inference_model, segmentation_model, set_bn_momentum
@@ -103,9 +104,19 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_b
     ]
 
 
+def check_setup(cfg: TrainConfig) -> None:
+    """Options, backbone, image size and weights file: refused before anything is written or preprocessed."""
+    check_config(cfg)
+    check_image_size(get_backbone(cfg.backbone), cfg.image_size)
+    check_weights(cfg.weights)
+
+
 def prepare_run_dir(cfg: TrainConfig) -> Path:
     run_dir = cfg.run_dir
     if cfg.resume:
+        if read_resume_state(run_dir) is None and (run_dir / runs.CONFIG).exists():
+            raise TrainingError(f"{run_dir}: this run already finished (nothing to resume); evaluate it "
+                                f"with evaluate.py --run {run_dir}, or train anew with another --out")
         if read_resume_state(run_dir) is None:
             raise TrainingError(f"{run_dir}: nothing to resume (no {runs.BACKUP_DIR}/ checkpoint); "
                                 "start without --resume")
@@ -136,6 +147,7 @@ def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Run a whole training; returns the run folder."""
+    check_setup(cfg)
     set_seeds(cfg.seed, cfg.deterministic)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -168,8 +180,10 @@ def train(cfg: TrainConfig, log=print) -> Path:
         log(f"resuming {run_dir} after epoch {initial_epoch}")
     callbacks = make_callbacks(cfg, run_dir, train_batches, plain_batches, state)
     start = time.time()
+    # shuffle=False: LesionBatches shuffles itself from (seed, epoch); Keras' own batch shuffling uses
+    # Python's global `random`, which a resumed process cannot replay
     model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, callbacks=callbacks,
-              initial_epoch=initial_epoch, verbose=1 if sys.stdout.isatty() else 2)
+              initial_epoch=initial_epoch, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     guard = next(cb for cb in callbacks if isinstance(cb, NaNGuard))
     if guard.message:
         raise TrainingError(guard.message)
