@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=64, help="images evaluated (val split)")
+    p.add_argument("--n", type=int, default=256, help="images evaluated (val split); start-up costs dominate below ~200")
     p.add_argument("--size", type=int, default=128, help="model input size, px")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2, help="timed evaluate runs (best is reported)")
