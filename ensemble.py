@@ -62,8 +62,9 @@ def common_classes(sources, task: str) -> list[str] | None:
     return list(named[0][1]) if named else None
 
 
-def member_probs(source, samples, num_classes: int, args, log) -> dict:
-    """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size."""
+def member_probs(source, samples, num_classes: int, args, log, skipped_lines: list | None = None) -> dict:
+    """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size; the
+    one-line reasons of the images its preprocessing skipped are appended to `skipped_lines`."""
     from dermo import evaluation as ev
     from dermo.pipeline import prepare, settings_for
 
@@ -76,6 +77,8 @@ def member_probs(source, samples, num_classes: int, args, log) -> dict:
                              args.cache_dir or source.cache_dir, args.on_bad_image)
     for line in skipped:
         log(f"skipped by {source.spec}: {line}")
+    if skipped_lines is not None:
+        skipped_lines.extend(skipped)
     if not items:
         return {}
     pred = ev.predict_items(model, items, num_classes, args.batch_size, with_cams=False)
@@ -111,7 +114,8 @@ def run_ensemble(args, log=print) -> dict:
     samples = ds.split(args.split)
     if not samples:
         raise ev.EvaluationError(f"{args.data}: the {args.split} split is empty")
-    per_model = [member_probs(s, samples, len(classes), args, log) for s in sources]
+    bad: list[str] = []
+    per_model = [member_probs(s, samples, len(classes), args, log, bad) for s in sources]
     kept, dropped = align(samples, per_model)
     if dropped:
         log(f"dropped {dropped} image(s) that at least one model could not use")
@@ -126,7 +130,7 @@ def run_ensemble(args, log=print) -> dict:
         members.append({"model": s.spec, **{k: mm[k] for k in HEADLINE}})
     extra = {"split": args.split, "data": ds.source, "models": [s.spec for s in sources],
              "weights": args.weights or [1.0] * len(sources), "members": members, "n_dropped": dropped,
-             "skipped": list(ds.skipped)}
+             "skipped": list(dict.fromkeys(ds.skipped + bad))}          # once each, as evaluate.py
     out = Path(args.out) if args.out else Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
     m, report = ev.write_labelled(out, [s.path for s in kept], labels, probs, classes, extra)
     log(report.rstrip())

@@ -36,7 +36,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     from dermo.errors import DermoError
 
     cfg = config_from_args(args)
-    if cfg.resume and cfg.out and (Path(cfg.out) / runs.RESUME_CONFIG).exists():
+    if cfg.resume and not cfg.out:
+        raise DermoError("--resume needs --out RUN, the run folder to continue")
+    if cfg.resume and not (Path(cfg.out) / runs.RESUME_CONFIG).exists():
+        raise DermoError(f"{cfg.out}: nothing to resume (no {runs.RESUME_CONFIG}: not a run folder of "
+                         "train.py); start without --resume")
+    if cfg.resume:
         saved = TrainConfig.from_dict(runs.read_json(Path(cfg.out) / runs.RESUME_CONFIG))
         saved.resume, saved.out = True, cfg.out
         return saved

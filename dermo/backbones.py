@@ -69,6 +69,16 @@ def check_image_size(spec: BackboneSpec, size: int) -> None:
                             f"{spec.name} (its native size is {spec.resolution})")
 
 
+def check_weights(weights: str) -> str:
+    """The kind of a --weights value: one of WEIGHTS_CHOICES, or "file" for an existing file."""
+    if weights in WEIGHTS_CHOICES:
+        return weights
+    if not Path(weights).is_file():
+        raise BackboneError(f"weights file {weights} not found; use imagenet, noisy-student, none or a "
+                            "path to an existing .h5 file")
+    return "file"
+
+
 def _offline_hint(spec: BackboneSpec, weights: str) -> str:
     if weights == "imagenet":
         return (f"could not download the imagenet weights for {spec.name}. Offline: fetch "
@@ -89,10 +99,7 @@ def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.M
     The topology is the same whatever the weights (Keras adds an extra Rescaling only for its own
     "imagenet" download; we fold that factor into the Normalization layer instead).
     """
-    kind = weights if weights in WEIGHTS_CHOICES else "file"
-    if kind == "file" and not Path(weights).is_file():
-        raise BackboneError(f"weights file {weights} not found; use imagenet, noisy-student, none or a "
-                            "path to an existing .h5 file")
+    kind = check_weights(weights)
     base = spec.keras_constructor(include_top=False, weights=None, input_tensor=inputs)
     if kind == "imagenet":
         load_backbone_file(base, download_imagenet(spec))

@@ -78,6 +78,9 @@ class RunCheckpoint(keras.callbacks.Callback):
                 setattr(cb, name, value)
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            return          # NaN weights (NaNGuard stops the run): keep the last good state, if any
         value = (logs or {}).get(self.monitor)
         if value is not None and np.isfinite(value) and (self.best is None or value > self.best):
             self.best = float(value)

@@ -7,6 +7,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dermo.errors import DermoError
+
+
+class ConfigError(DermoError, ValueError):
+    """An option value that cannot train; one line naming the option and the valid range."""
 
 
 @dataclass
@@ -107,6 +112,28 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
                    help="allow non-deterministic (faster) TF ops")
     return p
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Refuse option values that cannot train (before any file is written); returns cfg."""
+    lambdas = {"--lambda-center": cfg.lambda_center, "--lambda-cskl": cfg.lambda_cskl,
+               "--lambda-mask": cfg.lambda_mask, "--lambda-seg": cfg.lambda_seg, "--lambda-a": cfg.lambda_a}
+    rules = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}: train for at least 1 epoch"),
+             (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: use at least 1"),
+             (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation thread"),
+             (0 < cfg.val_fraction < 1, f"--val-fraction {cfg.val_fraction}: use a share between 0 and 1, "
+                                        "e.g. 0.2"),
+             (cfg.learning_rate > 0, f"--learning-rate {cfg.learning_rate}: must be positive"),
+             (0 <= cfg.dropout < 1, f"--dropout {cfg.dropout}: use a rate in [0, 1)"),
+             (cfg.cam_temperature > 0, f"--cam-temperature {cfg.cam_temperature}: must be positive"),
+             (cfg.focal_gamma >= 0, f"--focal-gamma {cfg.focal_gamma}: must be 0 or more"),
+             (0 <= cfg.center_momentum <= 1,
+              f"--center-momentum {cfg.center_momentum}: use a value in [0, 1]")]
+    rules += [(v >= 0, f"{name} {v}: loss weights must be 0 (off) or more") for name, v in lambdas.items()]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -1,6 +1,7 @@
 """The one error type users see, and the wrapper that turns it into a one-line message."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -9,7 +10,12 @@ class DermoError(Exception):
 
 
 def run_cli(fn, prog: str) -> int:
-    """Call fn(); a DermoError or Ctrl-C becomes one line on stderr and exit status 2 (130 for Ctrl-C)."""
+    """Call fn(); a DermoError or Ctrl-C becomes one line on stderr and exit status 2 (130 for Ctrl-C).
+
+    The CLIs import TensorFlow lazily, inside fn: its start-up INFO lines (CUDA probing, oneDNN, CPU
+    features) are silenced here so that an error really is the one line on stderr (set
+    TF_CPP_MIN_LOG_LEVEL=0 to see them)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         return fn()
     except DermoError as e:

@@ -21,6 +21,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_SUFFIX = "_mask"
 # Larger images are refused before decoding (a 100-megapixel JPEG needs ~300 MB per copy).
 MAX_PIXELS = 80_000_000
+# (dermo.preprocess reads through the same limit, so the fix is an outside tool)
+DOWNSCALE_HINT = "downscale it first with an image tool (e.g. ImageMagick: magick IN -resize 50% OUT)"
 
 
 class BadInputError(DermoError, ValueError):
@@ -59,27 +61,34 @@ def _read_bytes(path) -> np.ndarray:
 def _decode(path, flags: int) -> np.ndarray:
     data = _read_bytes(path)
     _check_header_size(path, data)
+    # before decoding: libpng/libjpeg would print their own warnings about the missing data to stderr
+    if _looks_truncated(path, data):
+        raise BadInputError(path, "truncated image file (data ends early)")
     img = cv2.imdecode(data, flags)
     if img is None:
         raise BadInputError(path, "not a readable image (unknown format or corrupt data)")
-    if _looks_truncated(path, data):
-        raise BadInputError(path, "truncated image file (data ends early)")
     return img
 
 
 def _check_header_size(path, data: np.ndarray) -> None:
     """Refuse enormous images from their header, before decoding allocates them."""
-    try:
-        from PIL import Image  # pillow comes with matplotlib / scikit-image
+    import io
+    import warnings
 
-        import io
-        with Image.open(io.BytesIO(data.tobytes())) as im:
-            w, h = im.size
+    from PIL import Image  # pillow comes with matplotlib / scikit-image
+
+    try:
+        with warnings.catch_warnings():   # Pillow warns above ~89 Mpx: our own limit speaks instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.tobytes())) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:  # Pillow refuses to open above ~179 Mpx: far above ours too
+        raise BadInputError(path, f"image too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; limit "
+                                  f"{MAX_PIXELS:,}); {DOWNSCALE_HINT}") from None
     except Exception:  # noqa: BLE001 - unknown header: let cv2 decide
         return
     if w * h > MAX_PIXELS:
-        raise BadInputError(path, f"image too large ({w}x{h} pixels; limit {MAX_PIXELS:,}); "
-                                  "downscale it first (python -m dermo.preprocess)")
+        raise BadInputError(path, f"image too large ({w}x{h} pixels; limit {MAX_PIXELS:,}); {DOWNSCALE_HINT}")
 
 
 def _looks_truncated(path, data: np.ndarray) -> bool:

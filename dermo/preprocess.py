@@ -188,6 +188,15 @@ def _resolve(base: Path, name: str) -> Path:
     return candidates[0]
 
 
+def output_rel(name: str) -> Path:
+    """Where a manifest entry's outputs go, relative to OUTPUT, without suffix: its path as written, or
+    only its file name when that path is absolute or climbs with '..' (outputs never leave OUTPUT)."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        rel = Path(rel.name)
+    return rel.with_suffix("") if rel.suffix else rel
+
+
 def list_inputs(inp: Path, exclude: Path | None = None) -> list[tuple[Path, Path | None, Path]]:
     """INPUT folder or CSV -> [(image, given mask or None, output path without suffix), ...].
 
@@ -225,9 +234,7 @@ def list_inputs(inp: Path, exclude: Path | None = None) -> list[tuple[Path, Path
         img = _resolve(base, name)
         mask_name = str(getattr(row, "mask", "") or "").strip()
         mask = _resolve(base, mask_name) if mask_name else None
-        rel = Path(name)
-        rel = Path(rel.name) if rel.is_absolute() else rel
-        out.append((img, mask, rel.with_suffix("") if rel.suffix else rel))
+        out.append((img, mask, output_rel(name)))
     if not out:
         raise BadInputError(inp, "CSV lists no images")
     return out
@@ -253,7 +260,10 @@ def main(argv=None) -> int:
             raise BadInputError(args.input, "INPUT not found")
         entries = list_inputs(args.input, exclude=args.output)
         seen: dict[Path, Path] = {}
+        root = args.output.resolve()
         for src, _, rel in entries:
+            if root not in (root / rel).resolve().parents:
+                raise BadInputError(src, f"output name {rel} would lie outside {args.output}")
             if rel in seen:
                 raise BadInputError(src, f"same output name as {seen[rel]} ({rel}.png)")
             seen[rel] = src

@@ -1,0 +1,167 @@
+"""Clear errors for user mistakes: train.py, evaluate.py and ensemble.py answer each with exit status 2 and
+one line on stderr ("<prog>: error: ...") that names the fix — no traceback, nothing trained, and for
+mistakes in the options no run folder left behind."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ensemble
+import evaluate
+import train
+from dermo import runs
+from dermo.config import TrainConfig
+from dermo.synthetic import write_dataset
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("user-errors") / "binary", "binary", n=12, size=SIZE,
+                         workers=1)
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory, data):
+    """A folder of 3 classes (a, b, c), 4 images each, made of the binary set's images."""
+    root = tmp_path_factory.mktemp("three") / "abc"
+    images = sorted(data.rglob("syn*.jpg"))
+    for i, cls in enumerate("abc"):
+        (root / cls).mkdir(parents=True)
+        for img in images[4 * i:4 * i + 4]:
+            (root / cls / img.name).write_bytes(img.read_bytes())
+    return root
+
+
+def one_line_error(capsys, main, argv, prog) -> str:
+    """Run a CLI main in-process; assert exit 2 and one '<prog>: error:' line; return that line."""
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert rc == 2, f"exit {rc}; stderr: {cap.err}"
+    assert "Traceback" not in cap.err and "\n" not in err, cap.err
+    assert err.startswith(f"{prog}: error: "), err
+    return err
+
+
+def tiny(data, out, *extra):
+    return ["--data", data, "--task", "binary", "--image-size", SIZE, "--batch-size", 8, "--epochs", 1,
+            "--weights", "none", "--workers", 1, "--out", out, *extra]
+
+
+# ---------------------------------------------------------------- train.py: options, refused up front
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--backbone", "B9"], "unknown backbone 'B9'; choose one of B0, B1"),
+    (["--backbone", "resnet50"], "unknown backbone 'resnet50'"),
+    (["--image-size", "16"], "--image-size 16 is below the minimum 32 for EfficientNet B0"),
+    (["--weights", "{tmp}/gone.h5"], "weights file {tmp}/gone.h5 not found; use imagenet, noisy-student"),
+    (["--epochs", "0"], "--epochs 0: train for at least 1 epoch"),
+    (["--batch-size", "0"], "--batch-size 0: use at least 1"),
+    (["--workers", "0"], "--workers 0: use at least 1"),
+    (["--val-fraction", "1.5"], "--val-fraction 1.5: use a share between 0 and 1"),
+    (["--learning-rate", "-1"], "--learning-rate -1.0: must be positive"),
+    (["--lambda-cskl", "-0.1"], "--lambda-cskl -0.1: loss weights must be 0 (off) or more"),
+])
+def test_train_option_mistakes_are_refused_before_anything_is_written(data, tmp_path, capsys, extra,
+                                                                        expected):
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    out = tmp_path / "run"
+    err = one_line_error(capsys, train.main, tiny(data, out, *extra), "train.py")
+    assert expected.format(tmp=tmp_path) in err
+    assert not out.exists(), "a refused option left a run folder behind"
+
+
+def test_train_task_data_mismatch_names_the_classes_and_the_fix(three_classes, tmp_path, capsys):
+    err = one_line_error(capsys, train.main, tiny(three_classes, tmp_path / "run"), "train.py")
+    assert "task binary expects classes nevus, others but the data has a, b, c" in err
+    assert "--task auto" in err
+    assert not (tmp_path / "run" / runs.CONFIG).exists()
+
+
+def test_train_missing_data(tmp_path, capsys):
+    err = one_line_error(capsys, train.main, ["--out", tmp_path / "run"], "train.py")
+    assert "--data is required (or --demo, or --resume --out RUN)" in err
+    err = one_line_error(capsys, train.main, tiny(tmp_path / "nowhere", tmp_path / "run"), "train.py")
+    assert f"{tmp_path / 'nowhere'}: data path not found" in err
+
+
+def test_train_resume_mistakes(data, tmp_path, capsys):
+    err = one_line_error(capsys, train.main, ["--resume", "--data", data], "train.py")
+    assert "--resume needs --out RUN" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (empty, tmp_path / "missing"):
+        err = one_line_error(capsys, train.main, ["--resume", "--out", out], "train.py")
+        assert f"{out}: nothing to resume" in err and "start without --resume" in err
+    # a run that stopped before its first checkpoint
+    started = tmp_path / "started"
+    runs.write_json(started / runs.RESUME_CONFIG, {**json.loads(TrainConfig(data=str(data)).to_json()),
+                                                   "image_size": SIZE, "weights": "none"})
+    err = one_line_error(capsys, train.main, ["--resume", "--out", started], "train.py")
+    assert f"{started}: nothing to resume (no backup/ checkpoint); start without --resume" in err
+    # a finished run: no ping-pong between "nothing to resume" and "already holds a run"
+    (started / runs.CONFIG).write_text("{}")
+    err = one_line_error(capsys, train.main, ["--resume", "--out", started], "train.py")
+    assert "already finished" in err and f"evaluate.py --run {started}" in err and "another --out" in err
+    err = one_line_error(capsys, train.main, tiny(data, started), "train.py")
+    assert "already holds a run; pass --resume to continue it or choose another --out" in err
+    assert sorted(p.name for p in started.iterdir()) == [runs.CONFIG, runs.RESUME_CONFIG]
+
+
+# ---------------------------------------------------------------- evaluate.py / ensemble.py
+
+@pytest.fixture
+def fake_model(tmp_path):
+    """A file with a model name that is never loaded: these mistakes are found before loading."""
+    p = tmp_path / "m.keras"
+    p.write_bytes(b"not read")
+    return p
+
+
+def test_run_folder_without_config_json(data, tmp_path, capsys):
+    notarun = tmp_path / "notarun"
+    notarun.mkdir()
+    (notarun / "model.keras").write_bytes(b"")
+    for main, argv, prog in ((evaluate.main, ["--run", notarun], "evaluate.py"),
+                             (ensemble.main, ["--models", notarun, "--data", data], "ensemble.py")):
+        err = one_line_error(capsys, main, argv, prog)
+        assert f"{notarun}: no config.json" in err and "train with train.py" in err
+    assert sorted(p.name for p in notarun.iterdir()) == ["model.keras"]
+
+
+def test_missing_model_file_in_an_ensemble(data, tmp_path, fake_model, capsys):
+    err = one_line_error(capsys, ensemble.main,
+                         ["--models", fake_model, tmp_path / "gone.h5", "--data", data], "ensemble.py")
+    assert f"{tmp_path / 'gone.h5'}: model file not found" in err
+    err = one_line_error(capsys, ensemble.main, ["--models", tmp_path / "notes.txt", "--data", data],
+                         "ensemble.py")
+    assert "neither a run folder nor a .h5/.keras model file" in err
+
+
+def test_task_data_mismatch_in_evaluate_and_ensemble(three_classes, fake_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--data",
+                                                 three_classes, "--out", out], "evaluate.py")
+    assert "task binary expects classes nevus, others but the data has a, b, c" in err
+    err = one_line_error(capsys, ensemble.main, ["--models", fake_model, "--task", "binary", "--data",
+                                                 three_classes, "--out", out], "ensemble.py")
+    assert "classes a, b, c differ from the models' (nevus, others)" in err
+    assert not out.exists()
+
+
+def test_evaluate_source_mistakes(data, fake_model, tmp_path, capsys):
+    err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--images", data / "val"],
+                         "evaluate.py")
+    assert "--images with --model needs --task binary|multiclass" in err
+    err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--data",
+                                                 tmp_path / "nowhere"], "evaluate.py")
+    assert f"{tmp_path / 'nowhere'}: data path not found" in err
+    err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--images",
+                                                 tmp_path], "evaluate.py")
+    assert f"{tmp_path}: no images found" in err
+    err = one_line_error(capsys, evaluate.main, ["--model", tmp_path, "--task", "binary", "--data", data],
+                         "evaluate.py")
+    assert "is a folder, not a model file (evaluate a run folder with --run)" in err
