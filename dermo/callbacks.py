@@ -30,14 +30,6 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if hasattr(value, "numpy"):
-        return float(value.numpy())
-    return value
-
-
 class PreciseBatchNorm(keras.callbacks.Callback):
     """Before each validation, re-estimate every BatchNorm layer's moving mean/variance as the exact
     average over `max_batches` training batches (inference-mode statistics that match the current

@@ -11,7 +11,6 @@ and keeps no early-stopping/LR-schedule state, hence this callback.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import keras
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dermo.imageio import atomic_write_bytes
-from dermo.runs import read_json, write_json
+from dermo.runs import read_json, save_keras_atomic, write_json
 
 STATE = "state.json"
 # fields of Keras callbacks that carry over an interruption
@@ -28,14 +27,7 @@ CALLBACK_FIELDS = {keras.callbacks.EarlyStopping: ("wait", "best", "stopped_epoc
 
 
 def save_weights_atomic(model: keras.Model, path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_keras_atomic(model, path, weights_only=True)
 
 
 def _plain(value):

@@ -44,12 +44,13 @@ def read_json(path) -> dict:
         raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def save_keras_atomic(model, path) -> None:
-    """model.save to a temporary name in the same folder, then rename (a kill never leaves half a file)."""
+def save_keras_atomic(model, path, weights_only: bool = False) -> None:
+    """model.save (or save_weights) to a temporary name in the same folder, then rename: a kill never
+    leaves half a file. The temporary name keeps the suffix Keras checks (.keras, .h5, .weights.h5)."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        model.save(tmp)
+        (model.save_weights if weights_only else model.save)(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
