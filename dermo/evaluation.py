@@ -204,7 +204,7 @@ class Predictions:
     focus: np.ndarray | None = None  # (N,) per-image lesion focus (NaN where undefined)
     pearson: np.ndarray | None = None  # (N,) per-image Pearson r of CAM vs mask (NaN where undefined)
     max_abs_cam: float | None = None   # over every class's CAM of every image
-    preview: dict | None = None      # images uint8 (n,S,S,3), cams (n,h,w), masks (n,S,S); n <= PREVIEW
+    preview: dict | None = None      # images uint8 (n,S,S,3), cams (n,h,w), masks (n,S,S), index (n,)
 
 
 class _Predictor:
@@ -246,15 +246,16 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
                   with_cams: bool = True, preview: int = PREVIEW, progress: bool = False) -> Predictions:
     """Predict Prepared items (dermo.pipeline) in one pass; the next batch is read while one predicts.
 
-    with_cams: also score the predicted class's CAM against the lesion mask per image and keep the
-    first `preview` images, CAMs and masks for cams.png."""
+    with_cams: also score the predicted class's CAM against the lesion mask per image and keep
+    `preview` images spread evenly over the set (so every class shows), with CAMs and masks, for cams.png."""
     from dermo.pipeline import LesionBatches
 
     size = model_image_size(model)
     batches = LesionBatches(items, num_classes, size, batch_size)
     predictor = _Predictor(model, with_cams, tta)
     probs, focus, pearson, max_abs = [], [], [], 0.0
-    shown = {"images": [], "cams": [], "masks": []}
+    shown = {"images": [], "cams": [], "masks": [], "index": []}
+    chosen = set(np.linspace(0, len(items) - 1, min(preview, len(items))).round().astype(int).tolist())
     steps = range(len(batches))
     if progress:
         from tqdm import tqdm
@@ -277,11 +278,11 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
             focus.append(metrics.per_image_lesion_focus(top, m))
             pearson.append(_per_image_pearson(top, m))
             max_abs = max(max_abs, metrics.max_abs_cam(cams))
-            room = preview - len(shown["images"])
-            if room > 0:
-                shown["images"].extend(np.clip(x[:room], 0, 255).astype(np.uint8))
-                shown["cams"].extend(top[:room])
-                shown["masks"].extend(m[:room].astype(np.uint8))
+            for j in (j for j in range(b) if i * batch_size + j in chosen):
+                shown["images"].append(np.clip(x[j], 0, 255).astype(np.uint8))
+                shown["cams"].append(top[j])
+                shown["masks"].append(m[j].astype(np.uint8))
+                shown["index"].append(i * batch_size + j)
     out = Predictions([it.source for it in items],
                       np.array([-1 if it.label is None else it.label for it in items]),
                       np.concatenate(probs))
@@ -330,9 +331,9 @@ def cam_summary(pred: Predictions) -> dict:
             "max_abs_cam": pred.max_abs_cam}
 
 
-def _titles(pred: Predictions, classes, n: int) -> list[str]:
+def _titles(pred: Predictions, classes, indices) -> list[str]:
     out = []
-    for i in range(n):
+    for i in indices:
         k = int(pred.probs[i].argmax())
         truth = f"{classes[pred.labels[i]]} → " if pred.labels[i] >= 0 else ""
         out.append(f"{Path(pred.paths[i]).name}\n{truth}{classes[k]} {pred.probs[i, k]:.2f}")
@@ -345,7 +346,7 @@ def write_cams(out: Path, pred: Predictions, classes) -> Path | None:
     from dermo.plots import plot_cams
 
     pv = pred.preview
-    return plot_cams(pv["images"], pv["cams"], pv["masks"], _titles(pred, classes, len(pv["images"])),
+    return plot_cams(pv["images"], pv["cams"], pv["masks"], _titles(pred, classes, pv["index"]),
                      Path(out) / "cams.png", max_images=PREVIEW)
 
 
