@@ -211,7 +211,7 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
     best = history["val_accuracy"].max() if "val_accuracy" in history else float("nan")
     log(f"done in {seconds:.0f} s: best val accuracy {best:.3f}. Run folder: {run_dir}/ "
-        f"(curves.png, history.csv, model.keras). Evaluate: python evaluate.py --run {run_dir}")
+        f"(curves.png, history.csv, model.keras). Evaluate: python3 evaluate.py --run {run_dir}")
 
 
 def _config_dict(cfg: TrainConfig) -> dict:
