@@ -26,3 +26,20 @@ def isic_dir():
     if not (ISIC / "metadata.csv").exists():
         pytest.skip("../shared/data/isic-uda1 not available")
     return ISIC
+
+
+@pytest.fixture(scope="module")
+def cam_model64():
+    """A B0 CAMModel at 64 px (2x2 feature maps, the smallest grid where the CAM terms are defined),
+    random weights, random centres; one per test module."""
+    import keras
+    import numpy as np
+
+    from dermo.cam_model import CAMModel, LossConfig
+    from dermo.network import build_graph
+
+    keras.utils.set_random_seed(0)
+    inputs, outputs = build_graph("B0", 2, 64, "none")
+    m = CAMModel(inputs, outputs, LossConfig())
+    m.set_centers(np.random.default_rng(1).normal(size=tuple(m.centers.shape)).astype("float32"))
+    return m
