@@ -1,4 +1,4 @@
-"""Soft-voting ensemble of trained lesion classifiers (DESIGN.md §7).
+"""Soft-voting ensemble of trained lesion classifiers (docs/method.md §9).
 
     python ensemble.py --models a.h5 b.keras runs/NAME ... --data DIR|CSV [--task T] [--weights 1 2 ...]
                        [--split val] [--out DIR]
@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def common_classes(sources, task: str) -> list[str] | None:
     """The members' shared class list (None: only auto model files -> from the data); else one line."""
-    from dermo.evaluation import EvaluationError
+    from dermo.evaluation.sources import EvaluationError
 
     named = [(s, s.classes) for s in sources if s.classes is not None]
     tasks = {s.task for s in sources if s.task != "auto"}
@@ -65,14 +65,16 @@ def common_classes(sources, task: str) -> list[str] | None:
 def member_probs(source, samples, num_classes: int, args, log, skipped_lines: list | None = None) -> dict:
     """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size; the
     one-line reasons of the images its preprocessing skipped are appended to `skipped_lines`."""
-    from dermo import evaluation as ev
-    from dermo.pipeline import prepare, settings_for
+    from dermo.evaluation.sources import EvaluationError
+    from dermo.pipeline.prepare import prepare, settings_for
+    from dermo.predict.loading import load_model_safely, model_image_size, model_num_classes
+    from dermo.predict.predictions import predict_items
 
-    model = ev.load_model_safely(source.model_path)
-    if ev.model_num_classes(model) != num_classes:
-        raise ev.EvaluationError(f"{source.model_path}: the model has {ev.model_num_classes(model)} outputs "
+    model = load_model_safely(source.model_path)
+    if model_num_classes(model) != num_classes:
+        raise EvaluationError(f"{source.model_path}: the model has {model_num_classes(model)} outputs "
                                  f"but the ensemble has {num_classes} classes")
-    size = ev.model_image_size(model)
+    size = model_image_size(model)
     items, skipped = prepare(samples, settings_for(size, **source.settings),
                              args.cache_dir or source.cache_dir, args.on_bad_image)
     for line in skipped:
@@ -81,7 +83,7 @@ def member_probs(source, samples, num_classes: int, args, log, skipped_lines: li
         skipped_lines.extend(skipped)
     if not items:
         return {}
-    pred = ev.predict_items(model, items, num_classes, args.batch_size, with_cams=False)
+    pred = predict_items(model, items, num_classes, args.batch_size, with_cams=False)
     log(f"{source.spec}: {len(items)} images at {size} px")
     return dict(zip(pred.paths, pred.probs))
 
@@ -95,11 +97,12 @@ def align(samples, per_model: list[dict]) -> tuple[list, int]:
 def run_ensemble(args, log=print) -> dict:
     import numpy as np
 
-    from dermo import evaluation as ev
     from dermo import metrics
-    from dermo.datasets import load_dataset
+    from dermo.data.datasets import load_dataset
+    from dermo.evaluation.report import write_labelled
+    from dermo.evaluation.sources import EvaluationError, resolve_source
 
-    sources = [ev.resolve_source(m, args.task) for m in args.models]
+    sources = [resolve_source(m, args.task) for m in args.models]
     classes = common_classes(sources, args.task)
     first_run = next((s.run for s in sources if s.run is not None), None)
     label_column = args.label_column or (first_run.config.label_column if first_run else "label")
@@ -109,18 +112,18 @@ def run_ensemble(args, log=print) -> dict:
     if classes is None:
         classes = list(ds.classes)
     elif ds.classes != classes:
-        raise ev.EvaluationError(f"{args.data}: classes {', '.join(ds.classes)} differ from the models' "
+        raise EvaluationError(f"{args.data}: classes {', '.join(ds.classes)} differ from the models' "
                                  f"({', '.join(classes)})")
     samples = ds.split(args.split)
     if not samples:
-        raise ev.EvaluationError(f"{args.data}: the {args.split} split is empty")
+        raise EvaluationError(f"{args.data}: the {args.split} split is empty")
     bad: list[str] = []
     per_model = [member_probs(s, samples, len(classes), args, log, bad) for s in sources]
     kept, dropped = align(samples, per_model)
     if dropped:
         log(f"dropped {dropped} image(s) that at least one model could not use")
     if not kept:
-        raise ev.EvaluationError(f"{args.data}: no image is usable by every model")
+        raise EvaluationError(f"{args.data}: no image is usable by every model")
     labels = np.array([s.label for s in kept])
     probs_list = [np.stack([pm[s.path] for s in kept]) for pm in per_model]          # M x (N,K)
     probs = metrics.soft_vote(probs_list, args.weights)
@@ -132,7 +135,7 @@ def run_ensemble(args, log=print) -> dict:
              "weights": args.weights or [1.0] * len(sources), "members": members, "n_dropped": dropped,
              "skipped": list(dict.fromkeys(ds.skipped + bad))}          # once each, as evaluate.py
     out = Path(args.out) if args.out else Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
-    m, report = ev.write_labelled(out, [s.path for s in kept], labels, probs, classes, extra)
+    m, report = write_labelled(out, [s.path for s in kept], labels, probs, classes, extra)
     log(report.rstrip())
     for mem in members:
         log(f"  member {mem['model']}: accuracy {mem['accuracy']:.4f}")

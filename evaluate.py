@@ -1,4 +1,4 @@
-"""Evaluate a trained lesion classifier, or predict unlabelled images (DESIGN.md §7–8).
+"""Evaluate a trained lesion classifier, or predict unlabelled images (docs/method.md §7–9).
 
     python evaluate.py --run runs/NAME [--data DIR|CSV] [--split val] [--tta N] [--out DIR]
     python evaluate.py --model FILE.h5|FILE.keras --task binary|multiclass|auto --data DIR|CSV [--out DIR]
@@ -62,8 +62,8 @@ def default_out(args, source) -> Path:
 
 def labelled_samples(args, source):
     """(samples of the split, class names, dataset source, skipped lines) for a labelled evaluation."""
-    from dermo.datasets import load_dataset
-    from dermo.evaluation import EvaluationError, check_classes
+    from dermo.data.datasets import load_dataset
+    from dermo.evaluation.sources import EvaluationError, check_classes
 
     cfg = source.run.config if source.run is not None else None
     data = args.data or (cfg.data if cfg else None)
@@ -85,56 +85,60 @@ def _on_bad(args, source) -> str:
 
 
 def evaluate(args, log=print) -> dict:
-    from dermo import evaluation as ev
-    from dermo.datasets import unlabelled_samples
-    from dermo.pipeline import prepare, settings_for
-    from dermo.runs import SEG_MODEL
+    from dermo.data.datasets import unlabelled_samples
+    from dermo.evaluation.report import write_labelled, write_unlabelled
+    from dermo.evaluation.sources import EvaluationError, mask_source, resolve_source
+    from dermo.pipeline.prepare import prepare, settings_for
+    from dermo.predict.loading import load_model_safely, model_image_size, model_num_classes
+    from dermo.predict.predictions import predict_items
+    from dermo.predict.tta import check_tta
+    from dermo.run.folder import SEG_MODEL
 
     start = time.perf_counter()
-    ev.check_tta(args.tta)
+    check_tta(args.tta)
     kind = "run" if args.run else "model"
-    source = ev.resolve_source(args.run or args.model, args.task or "auto", kind)
+    source = resolve_source(args.run or args.model, args.task or "auto", kind)
     if args.images:
         if source.classes is None:
-            raise ev.EvaluationError("--images with --model needs --task binary|multiclass (class names "
+            raise EvaluationError("--images with --model needs --task binary|multiclass (class names "
                                      "cannot come from unlabelled images)")
         samples, classes, skipped = unlabelled_samples(args.images), source.classes, []
         data_source = args.images
     else:
         samples, classes, data_source, skipped = labelled_samples(args, source)
-    model = ev.load_model_safely(source.model_path)
-    if ev.model_num_classes(model) != len(classes):
-        raise ev.EvaluationError(f"{source.model_path}: the model has {ev.model_num_classes(model)} outputs "
+    model = load_model_safely(source.model_path)
+    if model_num_classes(model) != len(classes):
+        raise EvaluationError(f"{source.model_path}: the model has {model_num_classes(model)} outputs "
                                  f"but the classes are {', '.join(classes)}")
-    size = ev.model_image_size(model)
+    size = model_image_size(model)
     out = default_out(args, source)
     settings = settings_for(size, **source.settings)
     items, bad = prepare(samples, settings, args.cache_dir or source.cache_dir, _on_bad(args, source))
     skipped += bad
     if not items:
-        raise ev.EvaluationError(f"{data_source}: no usable images left (all {len(samples)} skipped)")
+        raise EvaluationError(f"{data_source}: no usable images left (all {len(samples)} skipped)")
     kept = {it.source for it in items}
-    pred = ev.predict_items(model, items, len(classes), args.batch_size, args.tta, progress=True)
+    pred = predict_items(model, items, len(classes), args.batch_size, args.tta, progress=True)
     for line in skipped:
         log(f"skipped: {line}")
     if args.images:
-        frame = ev.write_unlabelled(out, pred, classes)
+        frame = write_unlabelled(out, pred, classes)
         counts = frame["predicted"].value_counts().reindex(classes, fill_value=0)
         log(f"predicted {len(frame)} images: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
         log(f"wrote {out}/predictions.csv and cams.png")
         return {"n": len(frame), "skipped": skipped}
     extra = {"split": args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
-             "data": str(data_source), "mask_source": ev.mask_source([s for s in samples if s.path in kept]),
+             "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,
              "predict_seconds": round(time.perf_counter() - start, 2)}
     seg_path = source.run.path / SEG_MODEL if source.run is not None else None
     if seg_path is not None and seg_path.exists():        # classification + segmentation run
-        from dermo.segmentation_eval import segmentation_dice
+        from dermo.evaluation.segmentation import segmentation_dice
 
-        extra["segmentation_dice"] = segmentation_dice(ev.load_model_safely(seg_path), items,
+        extra["segmentation_dice"] = segmentation_dice(load_model_safely(seg_path), items,
                                                        len(classes), args.batch_size)
         log(f"segmentation head: mean Dice {extra['segmentation_dice']:.4f} vs the lesion masks")
-    m, report = ev.write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred)
+    m, report = write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred)
     log(report.rstrip())
     log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png)")
     return m

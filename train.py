@@ -4,7 +4,7 @@
     python train.py --task binary --data DATA --backbone B0 --weights imagenet --out runs/b0
     python train.py --resume --out runs/b0          # continue an interrupted run
 
-See `python train.py --help` and DESIGN.md §7 for every option.
+See `python train.py --help` and docs/method.md §9 for every option.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dermo.config import TrainConfig, add_train_arguments, config_from_args
 from dermo.errors import run_cli
+from dermo.run.config import TrainConfig, add_train_arguments, config_from_args
 
 # The demo: generated dermoscopy-like images, small and short enough for ~3 minutes on 2 CPU cores.
 DEMO_DATA = Path("data/demo")
@@ -32,8 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Options -> TrainConfig: --resume reloads the run's saved options, --demo fills in the demo's."""
-    from dermo import runs
     from dermo.errors import DermoError
+    from dermo.run import folder as runs
 
     cfg = config_from_args(args)
     if cfg.resume and not cfg.out:
@@ -46,7 +46,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         saved.resume, saved.out = True, cfg.out
         return saved
     if args.demo:
-        from dermo.synthetic import ensure_demo_dataset
+        from dermo.data.synthetic import ensure_demo_dataset
 
         defaults = vars(parse_args([]))
         given = {k for k, v in vars(args).items() if v != defaults.get(k)}   # the user's own overrides
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
 
     def run() -> int:
-        from dermo.training import train
+        from dermo.training.trainer import train
 
         train(resolve_config(args))
         return 0

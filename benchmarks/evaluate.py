@@ -43,10 +43,11 @@ def main(argv=None) -> int:
         import numpy as np
 
         import evaluate
-        from dermo.datasets import load_dataset
-        from dermo.network import build_graph, inference_model
-        from dermo.pipeline import LesionBatches, prepare, settings_for
-        from dermo.synthetic import write_dataset
+        from dermo.data.datasets import load_dataset
+        from dermo.data.synthetic import write_dataset
+        from dermo.model.network import build_graph, inference_model
+        from dermo.pipeline.batches import LesionBatches
+        from dermo.pipeline.prepare import prepare, settings_for
 
         data = write_dataset(tmp / "data", "binary", n=int(round(args.n / 0.8)), size=args.size,
                              val_fraction=0.8)

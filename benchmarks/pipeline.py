@@ -38,9 +38,9 @@ QUIET = 1.7       # a round counts as quiet when 2 threads decode >= 1.7x faster
 
 def make_cache(folder: Path, n: int, source_size: int, size: int):
     """Synthetic images -> preprocessed cache entries (Prepared list) for training size `size`."""
-    from dermo.datasets import load_folder
-    from dermo.pipeline import prepare, settings_for
-    from dermo.synthetic import write_dataset
+    from dermo.data.datasets import load_folder
+    from dermo.data.synthetic import write_dataset
+    from dermo.pipeline.prepare import prepare, settings_for
 
     data = write_dataset(folder / "data", "binary", n=n, size=source_size, val_fraction=0.1)
     ds = load_folder(data, task="binary")
@@ -52,8 +52,8 @@ def make_cache(folder: Path, n: int, source_size: int, size: int):
 
 def plain_epoch(items, size: int, batch: int, seed: int) -> int:
     """One thread, one OpenCV thread: the same per-image work and stacking as LesionBatches. -> images done."""
-    from dermo.augment import apply, train_transform
-    from dermo.imageio import read_image, read_mask
+    from dermo.data.augment import apply, train_transform
+    from dermo.data.imageio import read_image, read_mask
 
     done = 0
     for start in range(0, len(items) - batch + 1, batch):
@@ -114,7 +114,7 @@ def time_pipeline(items, size, batch, workers, epochs) -> float:
     """Images/s of LesionBatches through Keras' own PyDataset adapter, as model.fit iterates it."""
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    from dermo.pipeline import LesionBatches
+    from dermo.pipeline.batches import LesionBatches
 
     ds = LesionBatches(items, 2, size, batch, training=True, workers=workers)
     adapter = PyDatasetAdapter(ds, shuffle=False)

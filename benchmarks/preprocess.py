@@ -1,4 +1,4 @@
-"""Benchmark of dermo.lesion.preprocess_image: speed at ~770x575 on one core, Dice on generated images.
+"""Benchmark of dermo.preprocess_image: speed at ~770x575 on one core, Dice on generated images.
 
     python benchmarks/preprocess.py [--n 40] [--size 320] [--seed 0]
 
@@ -18,8 +18,13 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dermo import lesion  # noqa: E402
-from dermo.imageio import read_image  # noqa: E402
+from dermo.data.imageio import read_image  # noqa: E402
+from dermo.preprocessing.color import shades_of_gray  # noqa: E402
+from dermo.preprocessing.fov import field_of_view  # noqa: E402
+from dermo.preprocessing.hair import remove_hair  # noqa: E402
+from dermo.preprocessing.image import preprocess_image  # noqa: E402
+from dermo.preprocessing.morphology import resize_short  # noqa: E402
+from dermo.preprocessing.segment import segment_lesion  # noqa: E402
 
 ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-uda1" / "images"
 
@@ -63,17 +68,17 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def speed(images: list[np.ndarray], size: int) -> dict:
     """Mean ms per image of preprocess_image and of its stages (on the resized working copy)."""
     for img in images[:3]:
-        lesion.preprocess_image(img, size)
+        preprocess_image(img, size)
     out = {}
     t = time.perf_counter()
     for img in images:
-        lesion.preprocess_image(img, size)
+        preprocess_image(img, size)
     out["preprocess_image"] = (time.perf_counter() - t) / len(images) * 1000
-    work = [lesion._resize_short(img, size) for img in images]
-    fovs = [lesion.field_of_view(x) for x in work]
-    for name, fn in [("field_of_view", lambda x, f: lesion.field_of_view(x)),
-                     ("remove_hair", lesion.remove_hair), ("shades_of_gray", lesion.shades_of_gray),
-                     ("segment_lesion", lesion.segment_lesion)]:
+    work = [resize_short(img, size) for img in images]
+    fovs = [field_of_view(x) for x in work]
+    for name, fn in [("field_of_view", lambda x, f: field_of_view(x)),
+                     ("remove_hair", remove_hair), ("shades_of_gray", shades_of_gray),
+                     ("segment_lesion", segment_lesion)]:
         t = time.perf_counter()
         for x, f in zip(work, fovs):
             fn(x, f)
@@ -105,20 +110,20 @@ def main(argv=None) -> int:
     scores = []
     for _ in range(args.n):
         img, truth = generated(rng)
-        _, mask = lesion.preprocess_image(img, args.size)
+        _, mask = preprocess_image(img, args.size)
         scores.append(dice(mask, cv2.resize(truth.astype(np.uint8), mask.shape[::-1],
                                             interpolation=cv2.INTER_NEAREST)))
     print(f"Dice on {args.n} generated images with known masks: mean {np.mean(scores):.3f}, "
           f"min {np.min(scores):.3f}")
     try:
-        from dermo.synthetic import CLASSES, draw_lesion_image
+        from dermo.data.synthetic import CLASSES, draw_lesion_image
     except ImportError:
         return 0
     for task, classes in CLASSES.items():
         scores = []
         for i in range(args.n):
             img, truth = draw_lesion_image(classes[i % len(classes)], np.random.default_rng([args.seed, i]), 256)
-            _, mask = lesion.preprocess_image(img, 256)
+            _, mask = preprocess_image(img, 256)
             scores.append(dice(mask, truth))
         print(f"Dice on {args.n} dermo.synthetic {task} images: mean {np.mean(scores):.3f}, "
               f"min {np.min(scores):.3f}")

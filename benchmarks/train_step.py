@@ -36,9 +36,9 @@ def make_data(n, size, k=2):
 def build(variant, backbone, size):
     import keras
 
-    from dermo.config import TrainConfig
-    from dermo.network import build_graph
-    from dermo.training import build_model, compile_model
+    from dermo.model.network import build_graph
+    from dermo.run.config import TrainConfig
+    from dermo.training.setup import build_model, compile_model
 
     cfg = TrainConfig(backbone=backbone, image_size=size, weights="none")
     if variant == "cam":

@@ -14,6 +14,8 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
+PIPELINE_SIZE = 32      # training size of the batches in test_prepare.py / test_batches.py
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
@@ -28,6 +30,23 @@ def isic_dir():
     return ISIC
 
 
+@pytest.fixture(scope="session")
+def pipeline_set(tmp_path_factory):
+    """test_prepare.py / test_batches.py data: dermo.data.synthetic's binary set (24 images of 80 px with exact
+    <stem>_mask.png masks) and its training split prepared for 32 px batches (PIPELINE_SIZE)."""
+    from types import SimpleNamespace
+
+    from dermo.data.datasets import load_folder
+    from dermo.data.synthetic import write_dataset
+    from dermo.pipeline.prepare import prepare, settings_for
+
+    synth = write_dataset(tmp_path_factory.mktemp("pipe") / "syn", "binary", n=24, size=80, workers=1)
+    dataset = load_folder(synth, task="binary")
+    items, skipped = prepare(dataset.train, settings_for(PIPELINE_SIZE), workers=1)
+    assert skipped == []
+    return SimpleNamespace(synth=synth, dataset=dataset, train_items=items)
+
+
 @pytest.fixture(scope="module")
 def cam_model64():
     """A B0 CAMModel at 64 px (2x2 feature maps, the smallest grid where the CAM terms are defined),
@@ -35,11 +54,66 @@ def cam_model64():
     import keras
     import numpy as np
 
-    from dermo.cam_model import CAMModel, LossConfig
-    from dermo.network import build_graph
+    from dermo.model.cam_model import CAMModel, LossConfig
+    from dermo.model.network import build_graph
 
     keras.utils.set_random_seed(0)
     inputs, outputs = build_graph("B0", 2, 64, "none")
     m = CAMModel(inputs, outputs, LossConfig())
     m.set_centers(np.random.default_rng(1).normal(size=tuple(m.centers.shape)).astype("float32"))
     return m
+
+
+# ---------------------------------------------------------------- helpers shared by several test modules
+# (plain functions: `from conftest import ...`)
+
+def one_line_error(capsys, main, argv, prog) -> str:
+    """Run a CLI main in-process; assert exit 2 and exactly one '<prog>: error: ...' line on stderr, no
+    traceback; return the message after the prefix."""
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert rc == 2, f"exit {rc}; stderr: {cap.err}"
+    assert "Traceback" not in cap.err and "\n" not in err, cap.err
+    assert err.startswith(f"{prog}: error: "), err
+    return err.removeprefix(f"{prog}: error: ")
+
+
+def random_classifier(num_classes: int, size: int, seed: int, data):
+    """Random-weight B0 classifier (image -> probs) whose logits vary by a few units across the val images of
+    `data` (a random-init B0 has tiny features, which would leave every probability at 1/K)."""
+    import keras
+    import numpy as np
+
+    from dermo.data.datasets import load_dataset
+    from dermo.model.network import build_graph, inference_model
+    from dermo.pipeline.batches import LesionBatches
+    from dermo.pipeline.prepare import prepare, settings_for
+
+    keras.utils.set_random_seed(seed)
+    inputs, (probs, _, pooled) = build_graph("B0", num_classes, size, weights="none")
+    model = inference_model(keras.Model(inputs, [probs, pooled]))
+    items, _ = prepare(load_dataset(data).val, settings_for(size))
+    x = LesionBatches(items, num_classes, size, batch_size=len(items))[0][0]
+    g = np.asarray(keras.Model(inputs, pooled)(x, training=False), np.float64)     # (N,C), eager: no trace
+    dense = model.get_layer("classifier")
+    kernel = np.random.default_rng(seed).normal(size=dense.kernel.shape) * 3 / np.sqrt(g.shape[1])
+    kernel /= g.std(0).mean() + 1e-12                          # logits vary by a few units across images
+    dense.kernel.assign(kernel.astype("float32"))
+    dense.bias.assign((-g.mean(0) @ kernel).astype("float32"))  # centred: no class wins everywhere
+    return model
+
+
+def fake_run(folder, model, data, task, classes):
+    """A run folder around `model` (config.json, classes.json, model.keras) as train.py would leave it."""
+    import json
+
+    from dermo.run.config import TrainConfig
+
+    folder.mkdir()
+    cfg = TrainConfig(data=str(data), task=task, image_size=int(model.inputs[0].shape[1]), weights="none",
+                      out=str(folder))
+    (folder / "config.json").write_text(cfg.to_json())
+    (folder / "classes.json").write_text(json.dumps({"classes": classes}))
+    model.save(folder / "model.keras")
+    return folder

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 import evaluate
-from dermo import ablation, training
-from dermo.config import TrainConfig
-from dermo.synthetic import write_dataset
+from dermo.data.synthetic import write_dataset
+from dermo.experiments import ablation
+from dermo.run.config import TrainConfig
+from dermo.training import trainer as training
 
 CONFIGS = ["baseline", "+mask", "full"]          # full = +mask with the default options: 2 trainings
 METRIC_COLUMNS = ["accuracy", "balanced_accuracy", "kappa", "auc", "lesion_focus", "max_abs_cam"]
@@ -144,10 +145,10 @@ def test_grid_takes_the_lambdas_of_the_options():
 
 
 def test_demo_uses_demo_data_and_settings(tmp_path, monkeypatch):
-    import dermo.synthetic
+    import dermo.data.synthetic
 
     seen = {}
-    monkeypatch.setattr(dermo.synthetic, "ensure_demo_dataset", lambda out, **k: out)
+    monkeypatch.setattr(dermo.data.synthetic, "ensure_demo_dataset", lambda out, **k: out)
     monkeypatch.setattr(ablation, "ablation", lambda base, names, out, log=print:
                         seen.update(base=base, names=names, out=out) or pd.DataFrame({"error": [""]}))
     assert ablation.main(["--demo", "--epochs", "3", "--out", str(tmp_path / "abl")]) == 0
@@ -160,8 +161,8 @@ def test_demo_uses_demo_data_and_settings(tmp_path, monkeypatch):
 def test_interrupted_training_is_resumed(tmp_path, monkeypatch):
     """A run folder with a mid-training checkpoint (backup/state.json) is continued with resume=True;
     a folder started but never checkpointed is trained afresh."""
-    from dermo import runs
-    from dermo.checkpoint import STATE
+    from dermo.run import folder as runs
+    from dermo.training.checkpoint import STATE
 
     out, seen = tmp_path / "grid", {}
     base = TrainConfig(data=str(tmp_path / "data"), task="binary", image_size=64, epochs=1, weights="none",

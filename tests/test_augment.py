@@ -1,11 +1,11 @@
-"""dermo.augment: train transform moves image and mask together, is seeded; eval transform is a plain resize."""
+"""dermo.data.augment: train transform moves image and mask together, is seeded; eval transform is a plain resize."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from dermo.augment import apply, eval_transform, train_transform
+from dermo.data.augment import apply, eval_transform, train_transform
 
 
 def _blob_pair(seed: int, h=192, w=256):

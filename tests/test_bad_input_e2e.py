@@ -18,15 +18,17 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import one_line_error
 
 import ensemble
 import evaluate
 import train
-from dermo import preprocess, runs
-from dermo.datasets import load_dataset
-from dermo.imageio import write_png
-from dermo.network import build_graph
-from dermo.synthetic import write_dataset
+from dermo.data.datasets import load_dataset
+from dermo.data.imageio import write_png
+from dermo.data.synthetic import write_dataset
+from dermo.model.network import build_graph
+from dermo.preprocessing import cli as preprocess
+from dermo.run import folder as runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -104,15 +106,6 @@ def model_files(bad):
 
 def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
-
-
-def one_line_error(capsys, main, argv, prog) -> str:
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    err = cap.err.strip()
-    assert rc == 2, f"exit {rc}; stderr: {cap.err}"
-    assert "Traceback" not in cap.err and "\n" not in err and err.startswith(f"{prog}: error: "), cap.err
-    return err.removeprefix(f"{prog}: error: ")
 
 
 def first_broken(samples) -> tuple[str, str]:

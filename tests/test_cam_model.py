@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dermo.cam_model import CAMModel, LossConfig
-from dermo.network import build_graph, inference_model, segmentation_model
+from dermo.model.cam_model import CAMModel, LossConfig
+from dermo.model.network import build_graph, inference_model, segmentation_model
 
 SIZE = 64   # 2x2 feature maps: the smallest where spatial CAM terms are defined
 

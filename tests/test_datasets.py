@@ -1,4 +1,4 @@
-"""dermo.datasets: folder and CSV layouts, class indices, masks, seeded stratified splits, one-line errors."""
+"""dermo.data.datasets: folder and CSV layouts, class indices, masks, seeded stratified splits, one-line errors."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermo.datasets import DataError, Dataset, load_dataset, loss_kind, unlabelled_samples
+from dermo.data.datasets import DataError, Dataset, load_dataset, loss_kind, unlabelled_samples
+from dermo.data.imageio import BadInputError
 from dermo.errors import DermoError
-from dermo.imageio import BadInputError
 
 ISIC = Path(__file__).resolve().parents[2] / "shared" / "data" / "isic-uda1"
 

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, {root!r})
     import train
-    from dermo.synthetic import write_dataset
+    from dermo.data.synthetic import write_dataset
     data = write_dataset({data!r}, "binary", n=32, seed=5, size=72, workers=1)
     sys.exit(train.main(["--data", str(data), "--task", "binary", "--image-size", "64", "--batch-size", "8",
                          "--epochs", "2", "--weights", "none", "--workers", "1", "--out", {out!r},

@@ -8,44 +8,15 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fake_run, random_classifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 import ensemble
 import evaluate
-from dermo.config import TrainConfig
-from dermo.datasets import load_dataset
-from dermo.network import build_graph, inference_model
-from dermo.pipeline import LesionBatches, prepare, settings_for
-from dermo.synthetic import write_dataset
+from dermo.data.synthetic import write_dataset
 
 BIN = ["nevus", "others"]
 MULTI = ["bcc", "mel", "scc"]
-
-
-def make_model(num_classes: int, size: int, seed: int, data) -> keras.Model:
-    """Random B0 classifier whose logits vary by a few units across the val images of `data`."""
-    keras.utils.set_random_seed(seed)
-    inputs, (probs, _, pooled) = build_graph("B0", num_classes, size, weights="none")
-    model = inference_model(keras.Model(inputs, [probs, pooled]))
-    items, _ = prepare(load_dataset(data).val, settings_for(size))
-    x = LesionBatches(items, num_classes, size, batch_size=len(items))[0][0]
-    g = np.asarray(keras.Model(inputs, pooled)(x, training=False), np.float64)     # (N,C), eager: no trace
-    dense = model.get_layer("classifier")
-    kernel = np.random.default_rng(seed).normal(size=dense.kernel.shape) * 3 / np.sqrt(g.shape[1])
-    kernel /= g.std(0).mean() + 1e-12
-    dense.kernel.assign(kernel.astype("float32"))
-    dense.bias.assign((-g.mean(0) @ kernel).astype("float32"))
-    return model
-
-
-def fake_run(folder, model, data, task, classes):
-    folder.mkdir()
-    cfg = TrainConfig(data=str(data), task=task, image_size=int(model.inputs[0].shape[1]), weights="none",
-                      out=str(folder))
-    (folder / "config.json").write_text(cfg.to_json())
-    (folder / "classes.json").write_text(json.dumps({"classes": classes}))
-    model.save(folder / "model.keras")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +24,11 @@ def kit(tmp_path_factory):
     root = tmp_path_factory.mktemp("ensemble")
     binary = write_dataset(root / "binary", "binary", n=24, size=64)
     multi = write_dataset(root / "multi", "multiclass", n=18, size=64)
-    make_model(2, 64, 0, binary).save(root / "a.keras")
-    make_model(2, 80, 1, binary).save(root / "b.h5")                      # another input size
+    random_classifier(2, 64, 0, binary).save(root / "a.keras")
+    random_classifier(2, 80, 1, binary).save(root / "b.h5")                      # another input size
     fake_run(root / "run-b", keras.models.load_model(root / "b.h5", compile=False), binary, "binary", BIN)
-    fake_run(root / "run-multi", make_model(3, 64, 2, multi), multi, "multiclass", MULTI)
-    make_model(3, 72, 3, multi).save(root / "c.keras")
+    fake_run(root / "run-multi", random_classifier(3, 64, 2, multi), multi, "multiclass", MULTI)
+    random_classifier(3, 72, 3, multi).save(root / "c.keras")
     return {"root": root, "binary": binary, "multi": multi}
 
 
@@ -147,7 +118,7 @@ def test_a_sample_skipped_by_preprocessing_is_dropped_and_reported(kit, capsys):
 
 
 def test_align_drops_a_sample_missing_from_any_member():
-    from dermo.datasets import Sample
+    from dermo.data.datasets import Sample
 
     samples = [Sample(f"/d/{i}.jpg", i % 2) for i in range(5)]
     per_model = [{s.path: i for i, s in enumerate(samples) if i != 1},

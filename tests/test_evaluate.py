@@ -10,42 +10,26 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fake_run, random_classifier
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
                              roc_auc_score)
 
 import evaluate
-from dermo import evaluation as ev
-from dermo.config import TrainConfig
-from dermo.datasets import load_dataset
-from dermo.network import build_graph, inference_model
-from dermo.pipeline import LesionBatches, prepare, settings_for
-from dermo.synthetic import write_dataset
+from dermo.data.datasets import load_dataset
+from dermo.data.synthetic import write_dataset
+from dermo.evaluation.sources import resolve_source
+from dermo.pipeline.batches import LesionBatches
+from dermo.pipeline.prepare import prepare, settings_for
+from dermo.predict.tta import TTA_NAMES, tta_forward, tta_inverse
 
 SIZE = 64
-
-
-def make_model(num_classes: int, size: int, seed: int, data) -> keras.Model:
-    """Random B0 classifier whose logits vary by a few units across the images of `data`."""
-    keras.utils.set_random_seed(seed)
-    inputs, (probs, _, pooled) = build_graph("B0", num_classes, size, weights="none")
-    model = inference_model(keras.Model(inputs, [probs, pooled]))
-    ds = load_dataset(data)
-    items, _ = prepare(ds.val, settings_for(size))
-    x = LesionBatches(items, num_classes, size, batch_size=len(items))[0][0]
-    g = np.asarray(keras.Model(inputs, pooled)(x, training=False), np.float64)     # (N,C), eager: no trace
-    dense = model.get_layer("classifier")
-    kernel = np.random.default_rng(seed).normal(size=dense.kernel.shape) * 3 / np.sqrt(g.shape[1])
-    kernel /= g.std(0).mean() + 1e-12                          # logits vary by a few units across images
-    dense.kernel.assign(kernel.astype("float32"))
-    dense.bias.assign((-g.mean(0) @ kernel).astype("float32"))  # centred: no class wins everywhere
-    return model
 
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     data = write_dataset(root / "binary", "binary", n=24, size=SIZE)
-    model = make_model(2, SIZE, 0, data)
+    model = random_classifier(2, SIZE, 0, data)
     model.save(root / "m.keras")
     model.save(root / "m.h5")
     return {"root": root, "data": data, "model": model, "keras": root / "m.keras", "h5": root / "m.h5"}
@@ -95,7 +79,7 @@ def test_tta_1_is_no_tta_and_cam_scores_match_a_direct_computation(kit, keras_ev
     """--tta 1 (the default) == the model on the pipeline's batches; CAM scores == metrics on
     explain's CAMs."""
     from dermo import metrics
-    from dermo.explain import predict_with_cams, predicted_class_cams
+    from dermo.predict.cams import predict_with_cams, predicted_class_cams
 
     ds = load_dataset(kit["data"], "binary")
     items, _ = prepare(ds.val, settings_for(SIZE))
@@ -128,25 +112,25 @@ def test_tta_is_the_mean_over_flipped_inputs(kit, keras_eval, capsys):
                     "--tta", 4, "--out", out4)[0] == 0
     m4, df4 = read_eval(out4)
     p4 = df4[["nevus", "others"]].to_numpy()
-    expected = np.mean([kit["model"](np.ascontiguousarray(ev.tta_forward(x, t)), training=False)
+    expected = np.mean([kit["model"](np.ascontiguousarray(tta_forward(x, t)), training=False)
                         for t in range(4)], axis=0)
     np.testing.assert_allclose(p4, expected, atol=1e-5)
     assert np.allclose(p4.sum(1), 1, atol=1e-5) and ((p4 >= 0) & (p4 <= 1)).all()
     assert m4["tta"] == 4 and m4["lesion_focus"] is not None
 
 
-@pytest.mark.parametrize("t", range(len(ev.TTA_NAMES)))
+@pytest.mark.parametrize("t", range(len(TTA_NAMES)))
 def test_tta_maps_cams_back_to_the_original_orientation(t):
     rng = np.random.default_rng(t)
     x = rng.normal(size=(2, 8, 8, 3))
-    np.testing.assert_array_equal(ev.tta_inverse(ev.tta_forward(x, t), t), x)
+    np.testing.assert_array_equal(tta_inverse(tta_forward(x, t), t), x)
 
     def cam(img):                       # a spatially equivariant "CAM": 2x2 average pooling, (B,4,4,3)
         return img.reshape(len(img), 4, 2, 4, 2, 3).mean(axis=(2, 4))
 
-    np.testing.assert_allclose(ev.tta_inverse(cam(ev.tta_forward(x, t)), t), cam(x))
+    np.testing.assert_allclose(tta_inverse(cam(tta_forward(x, t)), t), cam(x))
     if t > 0:
-        assert not np.allclose(ev.tta_forward(x, t), x)
+        assert not np.allclose(tta_forward(x, t), x)
 
 
 def test_tta_out_of_range_is_one_line(kit, capsys):
@@ -195,15 +179,6 @@ def test_missing_inputs_are_one_line(kit, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "notarun"]
 
 
-def fake_run(folder, model, data, task, classes):
-    folder.mkdir()
-    cfg = TrainConfig(data=str(data), task=task, image_size=SIZE, weights="none", out=str(folder))
-    (folder / "config.json").write_text(cfg.to_json())
-    (folder / "classes.json").write_text(json.dumps({"classes": classes}))
-    model.save(folder / "model.keras")
-    return folder
-
-
 def test_run_folder_defaults_and_data_override(kit, keras_eval, capsys):
     run = fake_run(kit["root"] / "run", kit["model"], kit["data"], "binary", ["nevus", "others"])
     rc, cap = run_eval(capsys, "--run", run)
@@ -213,12 +188,12 @@ def test_run_folder_defaults_and_data_override(kit, keras_eval, capsys):
                                atol=1e-6)
     assert "balanced accuracy" in cap.out and "Confusion matrix" in cap.out
     assert sorted(p.name for p in run.iterdir()) == ["classes.json", "config.json", "eval-val", "model.keras"]
-    source = ev.resolve_source(run)
+    source = resolve_source(run)
     args = evaluate.parse_args(["--run", str(run), "--images", "x"])
     assert evaluate.default_out(args, source) == run / "predict"
     args = evaluate.parse_args(["--model", str(kit["h5"]), "--task", "binary", "--data", "d",
                                 "--split", "train"])
-    assert evaluate.default_out(args, ev.resolve_source(kit["h5"], "binary")) == kit["root"] / "eval-train"
+    assert evaluate.default_out(args, resolve_source(kit["h5"], "binary")) == kit["root"] / "eval-train"
     other = write_dataset(kit["root"] / "multi", "multiclass", n=6, size=SIZE)
     rc, cap = run_eval(capsys, "--run", run, "--data", other)
     assert rc == 2 and cap.err.strip().count("\n") == 0

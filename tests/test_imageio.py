@@ -1,13 +1,13 @@
-"""dermo.imageio: decoding every accepted kind to uint8 RGB, masks to {0, 255}, and one-line errors."""
+"""dermo.data.imageio: decoding every accepted kind to uint8 RGB, masks to {0, 255}, and one-line errors."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from dermo import imageio
+from dermo.data import imageio
+from dermo.data.imageio import BadInputError, atomic_write_bytes, read_image, read_mask
 from dermo.errors import DermoError
-from dermo.imageio import BadInputError, atomic_write_bytes, read_image, read_mask
 
 
 def _rgb(h=24, w=32, seed=0):

@@ -1,12 +1,16 @@
-"""dermo.lesion on generated dermoscopy-like images with known answers, and on real ISIC images."""
+"""The preprocessing steps (dermo.preprocessing) on generated dermoscopy-like images with known answers, and on real ISIC images."""
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from dermo import lesion
-from dermo.imageio import read_image
+from dermo.data.imageio import read_image
+from dermo.preprocessing.color import shades_of_gray, shades_of_gray_gains
+from dermo.preprocessing.fov import field_of_view
+from dermo.preprocessing.hair import remove_hair
+from dermo.preprocessing.image import preprocess_image
+from dermo.preprocessing.segment import segment_lesion
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ISIC = SHARED / "data" / "isic-uda1" / "images"
@@ -48,7 +52,7 @@ def dice(a, b):
 
 def test_fov_excludes_vignette():
     img, _, vig, _ = synth(1)
-    fov = lesion.field_of_view(img)
+    fov = field_of_view(img)
     assert fov.shape == vig.shape and fov.dtype == bool
     assert not fov[0, 0] and not fov[-1, -1] and fov[150, 200]
     assert (fov == ~vig).mean() > 0.98
@@ -56,14 +60,14 @@ def test_fov_excludes_vignette():
 
 def test_fov_without_vignette_is_everything():
     img, *_ = synth(2, vignette=False)
-    assert lesion.field_of_view(img).all()
+    assert field_of_view(img).all()
 
 
 def test_fov_black_bands():
     img, *_ = synth(3, vignette=False)
     img[:30] = 3
     img[-25:] = 5
-    fov = lesion.field_of_view(img)
+    fov = field_of_view(img)
     assert not fov[:28].any() and not fov[-23:].any()
     assert fov[35:-30].all()
 
@@ -71,7 +75,7 @@ def test_fov_black_bands():
 def test_fov_keeps_dark_lesion_inside():
     img, les, _, _ = synth(4, hair=False)
     img[les] = (8, 6, 5)                                     # near-black lesion, not at the edge
-    fov = lesion.field_of_view(img)
+    fov = field_of_view(img)
     assert fov[les].all()
 
 
@@ -79,7 +83,7 @@ def test_fov_keeps_dark_lesion_inside():
 
 def test_remove_hair_lightens_hairs_and_keeps_the_rest():
     img, les, vig, hair = synth(5, vignette=False)
-    out = lesion.remove_hair(img)
+    out = remove_hair(img)
     grey_in = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(float)
     grey_out = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(float)
     on_skin_hair = hair & ~cv2.dilate(les.astype(np.uint8), np.ones((9, 9))).astype(bool)
@@ -91,7 +95,7 @@ def test_remove_hair_lightens_hairs_and_keeps_the_rest():
 
 def test_remove_hair_leaves_hairless_image_nearly_unchanged():
     img, *_ = synth(6, hair=False)
-    out = lesion.remove_hair(img)
+    out = remove_hair(img)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - img).mean() < 0.5
 
@@ -107,22 +111,22 @@ def test_shades_of_gray_gains_match_numpy_reference():
     e = (x ** p).mean(axis=0) ** (1 / p)
     e = e / np.sqrt((e ** 2).sum())
     ref = 1 / (e * np.sqrt(3))
-    np.testing.assert_allclose(lesion.shades_of_gray_gains(img, fov, p), ref, rtol=1e-9)
-    out = lesion.shades_of_gray(img, fov, p)
+    np.testing.assert_allclose(shades_of_gray_gains(img, fov, p), ref, rtol=1e-9)
+    out = shades_of_gray(img, fov, p)
     np.testing.assert_array_equal(out, np.clip(np.floor(img * ref + 0.5), 0, 255).astype(np.uint8))
 
 
 def test_shades_of_gray_neutral_image_unchanged():
     img = np.full((20, 20, 3), 120, np.uint8)
-    np.testing.assert_array_equal(lesion.shades_of_gray(img), img)
+    np.testing.assert_array_equal(shades_of_gray(img), img)
 
 
 def test_shades_of_gray_removes_a_colour_cast_ignoring_the_vignette():
     img, _, vig, _ = synth(7, hair=False)
     fov = ~vig
     cast = np.clip(img * np.array([0.75, 1.0, 1.25]), 0, 255).astype(np.uint8)
-    out = lesion.shades_of_gray(cast, fov)
-    ref = lesion.shades_of_gray(img, fov)
+    out = shades_of_gray(cast, fov)
+    ref = shades_of_gray(img, fov)
     spread = lambda a: np.ptp(a[fov].reshape(-1, 3).mean(axis=0))  # noqa: E731
     assert spread(out) < 0.5 * spread(cast)
     # the cast is undone: up to overall brightness, the result matches the uncast image's output
@@ -136,7 +140,7 @@ def test_shades_of_gray_removes_a_colour_cast_ignoring_the_vignette():
 @pytest.mark.parametrize("seed", range(5))
 def test_segment_lesion_dice_on_generated_images(seed):
     img, les, vig, _ = synth(10 + seed, cast=(1.0, 0.95, 1.1))
-    _, mask = lesion.preprocess_image(img, 300)
+    _, mask = preprocess_image(img, 300)
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
     assert dice(mask, les) >= 0.9
     assert not mask[vig].any()                               # the vignette is never lesion
@@ -144,15 +148,15 @@ def test_segment_lesion_dice_on_generated_images(seed):
 
 def test_segment_lesion_large_dark_lesion_touching_vignette_corner_is_not_vignette():
     img, les, vig, _ = synth(20, hair=False)
-    fov = lesion.field_of_view(img)
-    mask = lesion.segment_lesion(img, fov)
+    fov = field_of_view(img)
+    mask = segment_lesion(img, fov)
     assert not (mask[~fov] > 0).any()
     assert dice(mask, les) >= 0.9
 
 
 def test_segment_featureless_image_gives_central_region():
     img = np.full((120, 160, 3), 180, np.uint8)
-    mask = lesion.segment_lesion(img)
+    mask = segment_lesion(img)
     assert mask[60, 80] == 255 and mask[0, 0] == 0
     assert 0.05 < (mask > 0).mean() < 0.5
 
@@ -162,7 +166,7 @@ def test_segment_featureless_image_gives_central_region():
 @pytest.mark.parametrize("shape, size", [((575, 770), 320), ((200, 260), 256), ((300, 300), 300)])
 def test_preprocess_image_shorter_side_equals_size(shape, size):
     img, *_ = synth(30, h=shape[0], w=shape[1])
-    out, mask = lesion.preprocess_image(img, size)
+    out, mask = preprocess_image(img, size)
     assert min(out.shape[:2]) == size and out.shape[:2] == mask.shape
     assert abs(out.shape[1] / out.shape[0] - shape[1] / shape[0]) < 0.01
     assert out.dtype == np.uint8 and mask.dtype == np.uint8
@@ -172,16 +176,16 @@ def test_preprocess_image_uses_given_mask():
     img, les, _, _ = synth(31)
     given = np.zeros(les.shape, np.uint8)
     given[10:50, 20:90] = 1
-    out, mask = lesion.preprocess_image(img, 150, given_mask=given)
+    out, mask = preprocess_image(img, 150, given_mask=given)
     ref = cv2.resize(given * 255, mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(mask, ref)
     with pytest.raises(ValueError, match="mask shape"):
-        lesion.preprocess_image(img, 150, given_mask=given[:-1])
+        preprocess_image(img, 150, given_mask=given[:-1])
 
 
 def test_preprocess_image_switches():
     img, *_ = synth(32)
-    plain, _ = lesion.preprocess_image(img, 300, hair=False, color=False)
+    plain, _ = preprocess_image(img, 300, hair=False, color=False)
     np.testing.assert_array_equal(plain, img)                # same size, nothing to do
 
 
@@ -190,7 +194,7 @@ def test_real_isic_images_give_plausible_masks():
     files = sorted(ISIC.glob("*.jpg"))[60::19][:20]
     assert len(files) == 20
     for f in files:
-        img, mask = lesion.preprocess_image(read_image(f), 256)
+        img, mask = preprocess_image(read_image(f), 256)
         area = (mask > 0).mean()
         assert 0.03 <= area <= 0.9, (f.name, area)
         borders = [mask[0].any(), mask[-1].any(), mask[:, 0].any(), mask[:, -1].any()]

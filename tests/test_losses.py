@@ -1,22 +1,13 @@
-"""Loss terms and CAMs (DESIGN.md §4–5) against numpy references on tiny hand-made arrays."""
+"""Loss terms and CAMs (docs/method.md §4–5) against numpy references on tiny hand-made arrays."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
 
-from dermo.cam import class_activation_maps
-from dermo.losses import (
-    categorical_ce,
-    center_loss,
-    center_sums,
-    cskl_loss,
-    focal_loss,
-    kl_penalty,
-    mask_loss,
-    resize_masks,
-    updated_centers,
-)
+from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, focal_loss, kl_penalty,
+                          mask_loss, resize_masks, updated_centers)
+from dermo.model.cam import class_activation_maps
 
 
 def npv(x):

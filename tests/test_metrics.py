@@ -1,4 +1,4 @@
-"""dermo.metrics against scikit-learn / hand-computed answers, and dermo.plots smoke-to-file."""
+"""dermo.metrics against scikit-learn / hand-computed answers, and dermo.evaluation.plots smoke-to-file."""
 import json
 import re
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from dermo import metrics, plots
+from dermo import metrics
+from dermo.evaluation import plots
 
 
 def _random_task(k, n=200, seed=0, skill=1.5):

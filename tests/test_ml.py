@@ -1,4 +1,4 @@
-"""Classical-ML baseline: hand-crafted features (dermo.features) and the grid-searched classifier (dermo.ml)."""
+"""Classical-ML baseline: hand-crafted features (dermo.experiments.features) and the grid-searched classifier (dermo.ml)."""
 from __future__ import annotations
 
 import colorsys
@@ -15,10 +15,10 @@ from skimage.color import rgb2lab
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
                              roc_auc_score)
 
-from dermo import features as F
-from dermo.datasets import DataError
-from dermo.imageio import write_png
-from dermo.synthetic import draw_lesion_image, write_dataset
+from dermo.data.datasets import DataError
+from dermo.data.imageio import write_png
+from dermo.data.synthetic import draw_lesion_image, write_dataset
+from dermo.experiments import features as F
 
 S = 256                                     # = F.WORK_SIZE: no resizing inside the feature code
 
@@ -174,7 +174,7 @@ def test_extract_features_parallel_keeps_order(tmp_path):
 # ----------------------------------------------------------------------------- classifier
 
 def test_fit_baseline_on_separable_data_and_fold_count():
-    from dermo.ml import fit_baseline, param_grid, predict_probs
+    from dermo.experiments.ml import fit_baseline, param_grid, predict_probs
 
     rng = np.random.default_rng(5)
     y = np.repeat([0, 1, 2], [20, 20, 3])
@@ -195,7 +195,7 @@ def test_balanced_svc_divides_out_training_priors():
     from sklearn.base import clone
     from sklearn.svm import SVC
 
-    from dermo.ml import BalancedSVC
+    from dermo.experiments.ml import BalancedSVC
 
     rng = np.random.default_rng(6)
     y = np.repeat([0, 1], [160, 40])
@@ -218,7 +218,7 @@ def demo_set(tmp_path_factory):
 
 
 def test_cli_on_demo_data(demo_set, tmp_path, capsys):
-    from dermo.ml import main
+    from dermo.experiments.ml import main
 
     root, bad = demo_set
     args = ["--task", "binary", "--data", str(root), "--image-size", "96", "--workers", "2"]
@@ -261,7 +261,7 @@ def test_cli_on_demo_data(demo_set, tmp_path, capsys):
 
 
 def test_cli_bad_data_is_one_line(tmp_path, capsys):
-    from dermo.ml import main
+    from dermo.experiments.ml import main
 
     assert main(["--task", "binary", "--data", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -13,13 +13,14 @@ import pytest
 import tensorflow as tf
 
 import train
-from dermo import cam_model, runs
-from dermo.callbacks import NaNGuard
-from dermo.cam_model import LossConfig
-from dermo.config import TrainConfig
-from dermo.network import CLASSIFIER_LAYER
-from dermo.synthetic import write_dataset
-from dermo.training import prepare_run_dir
+from dermo.data.synthetic import write_dataset
+from dermo.model import cam_model
+from dermo.model.cam_model import LossConfig
+from dermo.model.network import CLASSIFIER_LAYER
+from dermo.run import folder as runs
+from dermo.run.config import TrainConfig
+from dermo.training.callbacks import NaNGuard
+from dermo.training.trainer import prepare_run_dir
 
 SIZE = 64          # B0 at 64 px: 2x2 feature maps, the smallest grid where the CAM terms are defined
 B = 4

@@ -6,10 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from dermo import imageio, preprocess
-from dermo.imageio import BadInputError
-from dermo.lesion import preprocess_image
-from dermo.preprocess import PreprocessSettings, cached_preprocess, main, preprocess_many
+from dermo.data import imageio
+from dermo.data.imageio import BadInputError
+from dermo.preprocessing import cache as preprocess
+from dermo.preprocessing.cache import PreprocessSettings, cached_preprocess, preprocess_many
+from dermo.preprocessing.cli import main
+from dermo.preprocessing.image import preprocess_image
 
 SMALL = PreprocessSettings(size=64)
 

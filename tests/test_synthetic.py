@@ -12,9 +12,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from dermo import synthetic
-from dermo.imageio import is_image_file, mask_path_for, read_image, read_mask
-from dermo.synthetic import CLASSES, draw_lesion_image, ensure_demo_dataset, write_dataset
+from dermo.data import synthetic
+from dermo.data.imageio import is_image_file, mask_path_for, read_image, read_mask
+from dermo.data.synthetic import CLASSES, draw_lesion_image, ensure_demo_dataset, write_dataset
 
 ALL = ["nevus", "others", "bcc", "mel", "scc"]
 REPO = Path(__file__).resolve().parents[1]

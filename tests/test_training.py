@@ -6,17 +6,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
-from pathlib import Path
 
 import train
-from dermo import runs
-from dermo.config import TrainConfig
-from dermo.synthetic import write_dataset
+from dermo.data.synthetic import write_dataset
+from dermo.run import folder as runs
+from dermo.run.config import TrainConfig
 
 TERMS = ["cls_loss", "center_loss", "cskl_loss", "mask_loss"]
 EPOCHS = 4
@@ -45,8 +45,9 @@ def run_a(data64, tmp_path_factory):
 @pytest.fixture(scope="module")
 def val_arrays(run_a, data64):
     """Validation images and labels through the same pipeline as training."""
-    from dermo.datasets import load_dataset
-    from dermo.pipeline import LesionBatches, prepare, settings_for
+    from dermo.data.datasets import load_dataset
+    from dermo.pipeline.batches import LesionBatches
+    from dermo.pipeline.prepare import prepare, settings_for
 
     ds = load_dataset(data64, "binary")
     items, _ = prepare(ds.val, settings_for(64))
@@ -83,7 +84,7 @@ def test_saved_models_reload_without_custom_code_and_agree(run_a, val_arrays):
     np.testing.assert_allclose(p1, p2, atol=1e-6)
     np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-5)
     # the saved graph holds the best checkpoint's weights
-    from dermo.training import build_model
+    from dermo.training.setup import build_model
 
     model = build_model(TrainConfig(image_size=64, weights="none"), 2)
     model.load_weights(run_a / runs.BEST_WEIGHTS)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import one_line_error
 
 import ensemble
 import evaluate
 import train
-from dermo import runs
-from dermo.config import TrainConfig
-from dermo.synthetic import write_dataset
+from dermo.data.synthetic import write_dataset
+from dermo.run import folder as runs
+from dermo.run.config import TrainConfig
 
 SIZE = 64
 
@@ -33,17 +34,6 @@ def three_classes(tmp_path_factory, data):
         for img in images[4 * i:4 * i + 4]:
             (root / cls / img.name).write_bytes(img.read_bytes())
     return root
-
-
-def one_line_error(capsys, main, argv, prog) -> str:
-    """Run a CLI main in-process; assert exit 2 and one '<prog>: error:' line; return that line."""
-    rc = main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    err = cap.err.strip()
-    assert rc == 2, f"exit {rc}; stderr: {cap.err}"
-    assert "Traceback" not in cap.err and "\n" not in err, cap.err
-    assert err.startswith(f"{prog}: error: "), err
-    return err
 
 
 def tiny(data, out, *extra):

@@ -1,4 +1,4 @@
-"""Augmentation as in the deck's "Data preparation" slides (DESIGN.md §3), on image and mask together.
+"""Augmentation as in the deck's "Data preparation" slides (docs/method.md §3), on image and mask together.
 
 Train: RandomResizedCrop -> Affine (shift ±6 %, scale 0.9–1.1, rotate ±45°; the old ShiftScaleRotate)
 -> VerticalFlip -> HorizontalFlip.  Eval: resize only.

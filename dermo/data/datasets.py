@@ -1,10 +1,10 @@
-"""Finding the images, labels, masks and splits of a dataset (DESIGN.md §1).
+"""Finding the images, labels, masks and splits of a dataset (docs/method.md §1).
 
 Two forms are accepted:
   folder  DATA/{train,val}/<class>/<image>  (or DATA/<class>/<image>: then a seeded stratified split is made);
           an optional lesion mask sits beside its image as <stem>_mask.png.
-  CSV     columns `image` (relative to the CSV's folder or to an `images/` folder beside it), a label column
-          (`--label-column`, default `label`), optional `mask` and `split` (train/val).
+  CSV     columns `image` (see dermo.data.manifest), a label column (`--label-column`, default `label`),
+          optional `mask` and `split` (train/val).
 Class index = position in the sorted class names. Only file existence is checked here; pixels are checked by
 the preprocessing step, before training starts.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from dermo.errors import DermoError
-from dermo.imageio import BadInputError, is_image_file, mask_path_for
+from dermo.data.imageio import BadInputError, is_image_file, mask_path_for
+from dermo.data.manifest import DataError, read_manifest
 
 TASK_CLASSES = {"binary": ["nevus", "others"], "multiclass": ["bcc", "mel", "scc"]}
 SPLITS = ("train", "val")
@@ -48,12 +48,8 @@ class Dataset:
         return getattr(self, name)
 
 
-class DataError(DermoError, ValueError):
-    """A dataset-level mistake (layout, classes, columns): one line naming the fix."""
-
-
 def loss_kind(num_classes: int) -> str:
-    """Two classes train with cross-entropy, more with focal loss (DESIGN.md §1)."""
+    """Two classes train with cross-entropy, more with focal loss (docs/method.md §1)."""
     return "ce" if num_classes == 2 else "focal"
 
 
@@ -124,37 +120,6 @@ def load_folder(root, task="auto", seed=0, val_fraction=0.2) -> Dataset:
         classes = check_task_classes(task, _class_dirs(root), root)
         train, val = _stratified_split(_folder_samples(root, classes), val_fraction, seed, root)
     return Dataset(classes, train, val, source=str(root))
-
-
-def resolve_csv_path(csv_path: Path, value) -> Path:
-    """An image/mask path from a CSV: absolute, relative to the CSV's folder, or to images/ beside it."""
-    p = Path(str(value))
-    if p.is_absolute():
-        return p
-    for base in (csv_path.parent, csv_path.parent / "images"):
-        if (base / p).exists():
-            return (base / p).resolve()
-    return (csv_path.parent / p).resolve()
-
-
-def read_manifest(csv_path, label_column: str | None = "label") -> pd.DataFrame:
-    """The CSV as a DataFrame with absolute `image` (and `mask`) paths; checks the columns."""
-    csv_path = Path(csv_path)
-    try:
-        df = pd.read_csv(csv_path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{csv_path}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    required = ["image"] + ([label_column] if label_column else [])
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; columns are "
-                        f"{', '.join(map(str, df.columns))} (choose the label with --label-column)")
-    df = df.dropna(subset=["image"]).copy()
-    df["image"] = [str(resolve_csv_path(csv_path, v)) for v in df["image"]]
-    if "mask" in df.columns:
-        df["mask"] = [None if pd.isna(v) or str(v) == "" else str(resolve_csv_path(csv_path, v))
-                      for v in df["mask"]]
-    return df
 
 
 def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0.2,

@@ -1,4 +1,4 @@
-"""Synthetic dermoscopy-like images with exact lesion masks: demo data (DESIGN.md §1, §7).
+"""Synthetic dermoscopy-like images with exact lesion masks: demo data (docs/method.md §1, §9).
 
 Each image is drawn (dermo.synthetic_draw.draw_lesion_image) from its own generator,
 `np.random.default_rng([seed, index])`, so a dataset is byte-identical whatever the number of worker
@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dermo.imageio import mask_path_for, write_jpeg, write_png
-from dermo.synthetic_draw import CLASSES, GENERATOR_VERSION, draw_lesion_image
+from dermo.data.imageio import mask_path_for, write_jpeg, write_png
+from dermo.data.synthetic_draw import CLASSES, GENERATOR_VERSION, draw_lesion_image
 
 README_HEADER = "dermo synthetic demo dataset"
 MARKER = ".complete"

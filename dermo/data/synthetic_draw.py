@@ -1,4 +1,4 @@
-"""Drawing of one synthetic dermoscopy-like image with its exact lesion mask (demo data, DESIGN.md §1, §7).
+"""Drawing of one synthetic dermoscopy-like image with its exact lesion mask (demo data, docs/method.md §1, §9).
 
     draw_lesion_image(cls, rng, size) -> (uint8 RGB (size, size, 3), uint8 {0,255} mask (size, size))
 

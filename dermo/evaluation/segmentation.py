@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dermo.pipeline import LesionBatches, Prepared
+from dermo.pipeline.batches import LesionBatches
+from dermo.pipeline.prepare import Prepared
 
 
 def dice_scores(masks: np.ndarray, pred: np.ndarray) -> np.ndarray:

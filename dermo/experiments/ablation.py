@@ -8,7 +8,7 @@ Accepts every train.py option. Each configuration trains in OUT/<config>/ (dermo
 options with its loss weights overridden) and is evaluated on the validation split (OUT/<config>/eval-val/).
 A run already trained is reused and one already evaluated is only read, so an interrupted ablation
 continues where it stopped (--resume is implied: a training cut off mid-way resumes from its last
-epoch). Writes OUT/ablation.csv, OUT/ablation.md and OUT/ablation.png (DESIGN.md §5, §7).
+epoch). Writes OUT/ablation.csv, OUT/ablation.md and OUT/ablation.png (docs/method.md §5, §9).
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermo import runs
-from dermo.config import TrainConfig, add_train_arguments
 from dermo.errors import DermoError, run_cli
+from dermo.run import folder as runs
+from dermo.run.config import TrainConfig, add_train_arguments
 
 # The grid, cumulative: each configuration switches on one more loss term than the one above it.
 # name -> (centre term on, CSKL variant, mask term on); None: the train options exactly as given.
@@ -137,8 +137,8 @@ def ensure_run(cfg: TrainConfig, log=print) -> dict:
     plus the times: train_s (Keras fit), eval_s (prediction), wall_s (train()+evaluation wall clock)."""
     import keras
 
-    from dermo import training
-    from dermo.checkpoint import read_resume_state
+    from dermo.training import trainer as training
+    from dermo.training.checkpoint import read_resume_state
 
     run_dir = cfg.run_dir
     timing = runs.read_json(run_dir / TIMING) if (run_dir / TIMING).exists() else {}
@@ -183,7 +183,7 @@ def ablation(base: TrainConfig, names: list[str], out, log=print) -> pd.DataFram
     out = Path(out)
     planned = plan(base, names, out)
     out.mkdir(parents=True, exist_ok=True)
-    from dermo import training
+    from dermo.training import trainer as training
 
     rows, results = [], {}                   # run folder -> (metrics, error)
     for name, cfg in planned:

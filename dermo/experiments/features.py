@@ -30,8 +30,8 @@ from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 from skimage.measure import perimeter, regionprops
 from tqdm import tqdm
 
-from dermo.imageio import read_image, read_mask
-from dermo.lesion import field_of_view
+from dermo.data.imageio import read_image, read_mask
+from dermo.preprocessing.fov import field_of_view
 
 WORK_SIZE = 256
 COLOUR_SPACES = (("rgb", ("r", "g", "b")), ("hsv", ("h", "s", "v")), ("lab", ("l", "a", "b")))

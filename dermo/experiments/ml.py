@@ -3,7 +3,7 @@
     python -m dermo.ml --task binary|multiclass|auto --data DIR|CSV [--label-column C] [--out DIR]
 
 Images go through the same cached preprocessing as the CNNs (dermo.pipeline.prepare), then
-dermo.features turns each image and its lesion mask into named numbers. On the training split a
+dermo.experiments.features turns each image and its lesion mask into named numbers. On the training split a
 cross-validated grid search (balanced accuracy) picks the best of StandardScaler + {SVM, random
 forest, histogram gradient boosting}; the winner, refitted on the whole training split, predicts the
 validation split. The output folder (default runs/ml-<task>-<timestamp>/) holds what evaluate.py
@@ -29,9 +29,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from dermo.datasets import DataError, load_dataset
+from dermo.data.datasets import DataError, load_dataset
 from dermo.errors import run_cli
-from dermo.features import FEATURE_NAMES, WORK_SIZE, extract_features
+from dermo.experiments.features import FEATURE_NAMES, WORK_SIZE, extract_features
 
 PROG = "python -m dermo.ml"
 
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare_split(samples, settings, args, name):
-    from dermo.pipeline import prepare
+    from dermo.pipeline.prepare import prepare
 
     items, skipped = prepare(samples, settings, cache_dir=args.cache_dir, on_bad=args.on_bad_image,
                              workers=args.workers)
@@ -169,8 +169,9 @@ def _prepare_split(samples, settings, args, name):
 
 
 def run(args) -> int:
-    from dermo.evaluation import mask_source, write_labelled
-    from dermo.pipeline import settings_for
+    from dermo.evaluation.report import write_labelled
+    from dermo.evaluation.sources import mask_source
+    from dermo.pipeline.prepare import settings_for
 
     if args.cv < 2:
         raise DataError(f"--cv {args.cv}: use at least 2 folds")

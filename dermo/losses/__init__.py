@@ -1,4 +1,4 @@
-"""Loss terms of L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask (DESIGN.md §5).
+"""Loss terms of L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask (docs/method.md §5).
 
 Pure keras.ops functions; accept tensors or numpy arrays.
 """

@@ -1,4 +1,4 @@
-"""Intra-class center loss L_center and its centre bookkeeping (DESIGN.md §5).
+"""Intra-class center loss L_center and its centre bookkeeping (docs/method.md §5).
 
 Centres are not trained by gradient: they are refreshed once per epoch from per-class feature
 sums and counts accumulated during training (:func:`center_sums`, :func:`updated_centers`).

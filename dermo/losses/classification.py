@@ -1,4 +1,4 @@
-"""Classification loss terms L_cls (DESIGN.md §5): categorical CE (binary) and focal (multiclass).
+"""Classification loss terms L_cls (docs/method.md §5): categorical CE (binary) and focal (multiclass).
 
 Both wrap Keras' own per-sample losses, which renormalise ``probs`` to sum to 1 and clip
 them to [ε, 1 − ε] (ε = ``keras.config.epsilon()``, 1e-7) before the log; the per-sample

@@ -1,4 +1,4 @@
-"""Inter-class discrimination term L_cskl: symmetric KL between class CAMs (DESIGN.md §5).
+"""Inter-class discrimination term L_cskl: symmetric KL between class CAMs (docs/method.md §5).
 
 Each class CAM becomes a spatial distribution over the h·w positions; for every image the map of
 its true class is compared with the map of every other class. Divergence is rewarded, so the

@@ -1,4 +1,4 @@
-"""Lesion-focus term L_mask: CAMs should correlate with the lesion mask (DESIGN.md §5).
+"""Lesion-focus term L_mask: CAMs should correlate with the lesion mask (docs/method.md §5).
 
 For every class CAM k, term = 1 − r(mask↓, CAM_k) with r the Pearson correlation over the h·w
 positions and mask↓ the mask area-averaged to (h, w). Images whose resized mask has (near) zero

@@ -1,26 +1,20 @@
-"""Evaluation numbers: classification metrics, CAM lesion-focus scores and soft voting.
-
-Pure numpy / scikit-learn (no TensorFlow), so evaluation summaries can be recomputed from a
-predictions.csv without loading a model.
+"""Classification metrics and the text report, from labels and probabilities (scikit-learn).
 
 Shapes:
     y_true  int (N,)          class ids, index into class_names
     probs   float (N, K)      per-class probabilities (softmax rows); prediction = argmax
-    cams    float (N, h, w)   the predicted class's CAM per image
-    masks   (N, H, W)         lesion masks, >0 = lesion ({0,1} or {0,255})
-Undefined numbers (AUC with a class missing from y_true, lesion focus without any usable image)
-are None, so the dicts serialise to strict JSON.
+Undefined numbers (AUC with a class missing from y_true, kappa of a single class) are None, so the dicts
+serialise to strict JSON.
 """
 from __future__ import annotations
 
 import math
 import warnings
 
-import cv2
 import numpy as np
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report,
-                             cohen_kappa_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support, roc_auc_score)
+                             cohen_kappa_score, confusion_matrix, f1_score, precision_recall_fscore_support,
+                             roc_auc_score)
 
 
 def _check(y_true, probs, class_names):
@@ -93,7 +87,8 @@ def classification_metrics(y_true, probs, class_names) -> dict:
     }
 
 
-def _fmt(x) -> str:
+def fmt(x) -> str:
+    """A number for reports: 4 decimals, or n/a for None."""
     return "n/a" if x is None else f"{x:.4f}"
 
 
@@ -116,10 +111,10 @@ def report_text(y_true, probs, class_names) -> str:
     report = classification_report(y_true, y_pred, labels=labels,
                                    target_names=[str(n) for n in class_names],
                                    digits=4, zero_division=0)
-    lines = [f"accuracy: {_fmt(m['accuracy'])}",
-             f"balanced accuracy: {_fmt(m['balanced_accuracy'])}",
-             f"kappa: {_fmt(m['kappa'])}",
-             f"auc: {_fmt(m['auc'])}",
+    lines = [f"accuracy: {fmt(m['accuracy'])}",
+             f"balanced accuracy: {fmt(m['balanced_accuracy'])}",
+             f"kappa: {fmt(m['kappa'])}",
+             f"auc: {fmt(m['auc'])}",
              f"n: {m['n']}",
              "",
              "Classification report:",
@@ -128,83 +123,3 @@ def report_text(y_true, probs, class_names) -> str:
              "Confusion matrix (rows = true, columns = predicted):",
              confusion_text(m["confusion_matrix"], class_names)]
     return "\n".join(lines) + "\n"
-
-
-def _upsample(cam, shape):
-    """cam (h, w) -> float32 (H, W) by cv2 bilinear interpolation (identity if same size)."""
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.ndim != 2:
-        raise ValueError(f"each CAM must be 2-D (h, w), got shape {cam.shape}")
-    if cam.shape == tuple(shape):
-        return cam
-    return cv2.resize(cam, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
-
-
-def _pairs(cams, masks):
-    if len(cams) != len(masks):
-        raise ValueError(f"{len(cams)} CAMs but {len(masks)} masks")
-    for cam, mask in zip(cams, masks):
-        mask = np.asarray(mask)
-        if mask.ndim != 2:
-            raise ValueError(f"each mask must be 2-D (H, W), got shape {mask.shape}")
-        yield _upsample(cam, mask.shape), mask > 0
-
-
-def per_image_lesion_focus(cams, masks) -> np.ndarray:
-    """Share of positive CAM mass inside the lesion, per image.
-
-    cams (N, h, w) predicted-class CAMs, masks (N, H, W) (>0 = lesion; sizes may differ per
-    image when given as lists). Each CAM is upsampled (bilinear) to its mask's size, negative
-    values are ignored. Returns float (N,): sum(relu(CAM) * mask) / sum(relu(CAM)); NaN for an
-    image with no positive CAM mass or an empty mask.
-    """
-    out = []
-    for cam, inside in _pairs(cams, masks):
-        pos = np.maximum(cam, 0.0).astype(np.float64)
-        total = pos.sum()
-        out.append(pos[inside].sum() / total if total > 0 and inside.any() else np.nan)
-    return np.asarray(out, dtype=np.float64)
-
-
-def lesion_focus(cams, masks) -> float | None:
-    """Mean of per_image_lesion_focus over the images where it is defined; None if none is."""
-    values = per_image_lesion_focus(cams, masks)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else None
-
-
-def cam_mask_pearson(cams, masks) -> float | None:
-    """Mean Pearson r between each CAM (upsampled to its mask's size) and its binary mask.
-    Images whose CAM or mask has zero variance are skipped; None if no image is left."""
-    rs = []
-    for cam, inside in _pairs(cams, masks):
-        cam = cam.astype(np.float64).ravel()
-        m = inside.astype(np.float64).ravel()
-        if cam.std() == 0 or m.std() == 0:
-            continue
-        rs.append(np.corrcoef(cam, m)[0, 1])
-    return float(np.mean(rs)) if rs else None
-
-
-def max_abs_cam(cams) -> float:
-    """Largest |CAM| value over all images and positions (the deck's "dominant weights")."""
-    cams = np.asarray(cams, dtype=np.float64)
-    return float(np.abs(cams).max()) if cams.size else 0.0
-
-
-def soft_vote(prob_list, weights=None) -> np.ndarray:
-    """Weighted mean of M probability arrays, each (N, K) -> (N, K). weights: M non-negative
-    numbers (default equal)."""
-    if len(prob_list) == 0:
-        raise ValueError("soft_vote needs at least one probability array")
-    shapes = {np.shape(p) for p in prob_list}
-    if len(shapes) != 1:
-        raise ValueError(f"all probability arrays must have the same shape, got {sorted(shapes)}")
-    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in prob_list])  # (M, N, K)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64).ravel()
-        if weights.size != len(prob_list):
-            raise ValueError(f"{weights.size} weights for {len(prob_list)} models")
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"weights must be non-negative with a positive sum, got {weights}")
-    return np.average(stacked, axis=0, weights=weights)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from dermo.errors import DermoError
+from dermo.model.names import FEATURE_LAYER
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +32,7 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
 class BackboneSpec:
     name: str                      # "B0"
     resolution: int                # native input size
-    feature_layer: str = "top_activation"   # last conv activation: the CAM features
+    feature_layer: str = FEATURE_LAYER      # last conv activation: the CAM features
     # decoder skips for the segmentation head, deepest first (strides 16 and 8)
     skip_layers: tuple[str, ...] = ("block6a_expand_activation", "block4a_expand_activation")
 

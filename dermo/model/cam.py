@@ -1,4 +1,4 @@
-"""Class activation maps (DESIGN.md §4) as a pure, differentiable function.
+"""Class activation maps (docs/method.md §4) as a pure, differentiable function.
 
 ``CAM_k = Σ_c F[..., c] · W[c, k]`` with F the last conv activation and W the kernel
 of the classifier Dense layer (its bias is not part of the map).

@@ -1,4 +1,4 @@
-"""CAMModel: the flat graph plus a custom train_step/test_step with the four-term loss (DESIGN.md §5).
+"""CAMModel: the flat graph plus a custom train_step/test_step with the four-term loss (docs/method.md §5).
 
     L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask
 
@@ -16,10 +16,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from dermo.cam import class_activation_maps
 from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, dice_bce_loss, focal_loss,
                           mask_loss, soft_dice, updated_centers)
-from dermo.network import CLASSIFIER_LAYER
+from dermo.model.cam import class_activation_maps
+from dermo.model.names import CLASSIFIER_LAYER
 
 TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss")
 

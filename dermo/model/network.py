@@ -1,21 +1,18 @@
-"""The flat classifier graph (DESIGN.md §4):
+"""The flat classifier graph (docs/method.md §4):
 
     image (B,S,S,3) 0..255 -> EfficientNet -> F (B,h,w,C) -> GAP "gap" -> g (B,C) -> Dropout
         -> Dense(K) "classifier" -> softmax p (B,K)
 
-`build_network` returns the layers' outputs; `CAMModel` (dermo.cam_model) trains on them and
+`build_network` returns the layers' outputs; `CAMModel` (dermo.model.cam_model) trains on them and
 `inference_model` keeps image -> p for saving. No builder here compiles anything.
 """
 from __future__ import annotations
 
 import keras
 
-from dermo.backbones import BackboneSpec, build_backbone, check_image_size, get_backbone
+from dermo.model.backbones import BackboneSpec, build_backbone, check_image_size, get_backbone
+from dermo.model.names import CLASSIFIER_LAYER, DROPOUT_LAYER, GAP_LAYER, INPUT_NAME, PROBS_LAYER, SEG_LAYER
 
-GAP_LAYER = "gap"
-CLASSIFIER_LAYER = "classifier"
-PROBS_LAYER = "probs"
-SEG_LAYER = "seg_mask"
 HEADS = ("classification", "segmentation")
 
 
@@ -28,11 +25,11 @@ def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | No
     spec = get_backbone(backbone)
     size = image_size or spec.resolution
     check_image_size(spec, size)
-    inputs = keras.Input((size, size, 3), name="image")
+    inputs = keras.Input((size, size, 3), name=INPUT_NAME)
     base = build_backbone(spec, inputs, weights)
     features = base.get_layer(spec.feature_layer).output
     pooled = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(pooled)
     logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
     # softmax in float32 also under mixed precision
     probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)

@@ -1,6 +1,5 @@
-"""Input pipeline: samples -> cached preprocessing -> augmented batches for Keras.
+"""Augmented batches for Keras from prepared (cached) images.
 
-    prepare(samples, settings)  -> (list[Prepared], skipped lines)   every pixel checked before epoch 1
     LesionBatches(prepared, ...) -> keras PyDataset yielding
         x (B,S,S,3) float32 0..255,  (y (B,K) float32 one-hot, masks (B,S,S,1) float32 0/1)
 
@@ -14,38 +13,13 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from dermo.augment import apply, eval_transform, train_transform
-from dermo.datasets import Sample
-from dermo.imageio import read_image, read_mask
-from dermo.preprocess import PreprocessSettings, preprocess_many
-
-
-@dataclass(frozen=True)
-class Prepared:
-    image: str          # preprocessed PNG (cache)
-    mask: str           # lesion mask PNG (cache): given or generated
-    label: int | None
-    source: str         # the original image path
-
-
-def settings_for(image_size: int, **kwargs) -> PreprocessSettings:
-    """Cached images keep their shorter side a little above the training size (crops stay sharp)."""
-    return PreprocessSettings(size=int(math.ceil(image_size * 1.15)), **kwargs)
-
-
-def prepare(samples: list[Sample], settings: PreprocessSettings, cache_dir=None, on_bad="error",
-            workers=None) -> tuple[list[Prepared], list[str]]:
-    """Preprocess (or find in the cache) every sample; bad files raise or are skipped and reported."""
-    results, skipped = preprocess_many([(s.path, s.mask) for s in samples], settings,
-                                       cache_dir=cache_dir, workers=workers, on_bad=on_bad)
-    prepared = [Prepared(str(r[0]), str(r[1]), s.label, s.path)
-                for s, r in zip(samples, results) if r is not None]
-    return prepared, list(skipped)
+from dermo.data.augment import apply, eval_transform, train_transform
+from dermo.data.imageio import read_image, read_mask
+from dermo.pipeline.prepare import Prepared
 
 
 def _seed(*parts: int) -> int:

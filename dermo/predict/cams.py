@@ -12,8 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-GAP_LAYER = "gap"
-CLASSIFIER_LAYER = "classifier"
+from dermo.model.names import CLASSIFIER_LAYER, GAP_LAYER
 
 
 def _layer(model, name):

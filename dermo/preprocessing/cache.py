@@ -1,13 +1,4 @@
-"""Preprocessing with an on-disk cache, for many images in parallel, and its command line.
-
-    python -m dermo.preprocess INPUT OUTPUT [--size N] [--no-hair] [--no-color] [--workers N]
-                               [--on-bad-image error|skip] [--cache-dir DIR]
-
-INPUT is an image folder (searched recursively; `<stem>_mask.png` beside an image is its given
-lesion mask) or a CSV manifest with an `image` column (paths relative to the CSV's folder or to an
-`images/` folder beside it) and an optional `mask` column. For every image it writes
-`OUTPUT/<relative path>/<stem>.png` (preprocessed, see dermo.lesion.preprocess_image) and
-`<stem>_mask.png` (uint8 0/255).
+"""Preprocessing with an on-disk cache, for many images in parallel.
 
 The cache (`$DERMO_CACHE`, else ~/.cache/dermo) holds one (image, mask) PNG pair per source file,
 keyed by its absolute path, mtime and size, the settings and the given mask's file, so training
@@ -15,24 +6,21 @@ epochs and repeated runs never redo the work.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import multiprocessing
 import os
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 from tqdm import tqdm
 
-from dermo import imageio
-from dermo.imageio import BadInputError
-from dermo.lesion import preprocess_image
+from dermo.data import imageio
+from dermo.data.imageio import BadInputError
+from dermo.preprocessing.image import preprocess_image
 
-VERSION = "1"        # bump whenever dermo.lesion's output changes: old cache entries are then ignored
+VERSION = "1"        # bump whenever preprocess_image's output changes: old cache entries are then ignored
 
 
 @dataclass(frozen=True)
@@ -170,125 +158,3 @@ def preprocess_many(items, settings: PreprocessSettings = PreprocessSettings(), 
     if stats is not None:
         stats.update(counts)
     return results, skipped
-
-
-# ----------------------------------------------------------------------------- command line
-
-def _resolve(base: Path, name: str) -> Path:
-    """A manifest path: as given (absolute), beside the CSV, or in images/ beside it; extension optional."""
-    p = Path(name)
-    candidates = [p] if p.is_absolute() else [base / p, base / "images" / p]
-    for c in candidates:
-        if c.is_file():
-            return c
-        if not c.suffix:
-            for ext in imageio.IMAGE_EXTENSIONS:
-                if c.with_suffix(ext).is_file():
-                    return c.with_suffix(ext)
-    return candidates[0]
-
-
-def output_rel(name: str) -> Path:
-    """Where a manifest entry's outputs go, relative to OUTPUT, without suffix: its path as written, or
-    only its file name when that path is absolute or climbs with '..' (outputs never leave OUTPUT)."""
-    rel = Path(name)
-    if rel.is_absolute() or ".." in rel.parts:
-        rel = Path(rel.name)
-    return rel.with_suffix("") if rel.suffix else rel
-
-
-def list_inputs(inp: Path, exclude: Path | None = None) -> list[tuple[Path, Path | None, Path]]:
-    """INPUT folder or CSV -> [(image, given mask or None, output path without suffix), ...].
-
-    Raises BadInputError for a CSV without an `image` column or a folder without images.
-    """
-    if inp.is_dir():
-        ex = exclude.resolve() if exclude is not None else None
-        out = []
-        for f in sorted(inp.rglob("*")):
-            if not f.is_file() or not imageio.is_image_file(f):
-                continue
-            if ex is not None and (ex == f.resolve().parent or ex in f.resolve().parents):
-                continue                           # a previous run's outputs inside INPUT
-            m = imageio.mask_path_for(f)
-            out.append((f, m if m.is_file() else None, f.relative_to(inp).with_suffix("")))
-        if not out:
-            raise BadInputError(inp, "no images found in this folder")
-        return out
-    if inp.suffix.lower() != ".csv":
-        raise BadInputError(inp, "INPUT must be an image folder or a .csv manifest")
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(inp, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001 - any parse problem is one line
-        raise BadInputError(inp, f"not a readable CSV ({type(e).__name__}: {e})") from None
-    if "image" not in df.columns:
-        raise BadInputError(inp, f"CSV has no 'image' column (columns: {', '.join(df.columns)})")
-    base = inp.parent
-    out = []
-    for row in df.itertuples(index=False):
-        name = str(getattr(row, "image")).strip()
-        if not name:
-            continue
-        img = _resolve(base, name)
-        mask_name = str(getattr(row, "mask", "") or "").strip()
-        mask = _resolve(base, mask_name) if mask_name else None
-        out.append((img, mask, output_rel(name)))
-    if not out:
-        raise BadInputError(inp, "CSV lists no images")
-    return out
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dermo.preprocess", description=__doc__.split("\n")[0])
-    ap.add_argument("input", type=Path, help="image folder (recursive) or CSV manifest")
-    ap.add_argument("output", type=Path, help="folder for <stem>.png and <stem>_mask.png")
-    ap.add_argument("--size", type=int, default=PreprocessSettings.size, help="shorter side in px")
-    ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
-    ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    ap.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
-    ap.add_argument("--cache-dir", type=Path, default=None, help="default: $DERMO_CACHE or ~/.cache/dermo")
-    args = ap.parse_args(argv)
-    if args.size < 8:
-        ap.error("--size must be at least 8")
-    t0 = time.perf_counter()
-    settings = PreprocessSettings(size=args.size, hair=not args.no_hair, color=not args.no_color)
-    try:
-        if not args.input.exists():
-            raise BadInputError(args.input, "INPUT not found")
-        entries = list_inputs(args.input, exclude=args.output)
-        seen: dict[Path, Path] = {}
-        root = args.output.resolve()
-        for src, _, rel in entries:
-            if root not in (root / rel).resolve().parents:
-                raise BadInputError(src, f"output name {rel} would lie outside {args.output}")
-            if rel in seen:
-                raise BadInputError(src, f"same output name as {seen[rel]} ({rel}.png)")
-            seen[rel] = src
-        results, skipped = preprocess_many([(s, m) for s, m, _ in entries], settings, args.cache_dir,
-                                           args.workers, args.on_bad_image)
-        written = 0
-        for (_, _, rel), res in zip(entries, results):
-            if res is None:
-                continue
-            dst = args.output / rel
-            imageio.atomic_write_bytes(dst.with_name(dst.name + ".png"), res[0].read_bytes())
-            imageio.atomic_write_bytes(dst.with_name(dst.name + "_mask.png"), res[1].read_bytes())
-            written += 1
-    except BadInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {written} images + masks to {args.output}, skipped {len(skipped)}, "
-          f"in {time.perf_counter() - t0:.1f} s")
-    for msg in skipped:
-        print(f"  skipped {msg}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

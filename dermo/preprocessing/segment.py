@@ -6,48 +6,20 @@
     flatten_illumination(small, m, lesion) -> uint8 RGB (h, w, 3): smooth vignetting divided out
     select_lesion(cand, m)                 -> bool (h, w): the lesion component among candidates
 
-`img` is uint8 RGB (H, W, 3); work is done on a copy with shorter side SEG_WORK. Also holds the small
-mask helpers (_resize_short, _fill_holes, _disk) that dermo.lesion's field of view shares; dermo.lesion
-re-exports segment_lesion and runs it last in preprocess_image.
+`img` is uint8 RGB (H, W, 3); work is done on a copy with shorter side SEG_WORK. The last step of
+dermo.preprocessing.image.preprocess_image.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from dermo.preprocessing.fov import field_of_view
+from dermo.preprocessing.morphology import disk, fill_holes, resize_short
+
 SEG_WORK = 160        # short side (px) of the copy the lesion is segmented on
 DARK = -0.25        # lesion_direction's lightness component below this: a pigmented lesion
 GROW = 0.015          # final lesion mask is dilated by this fraction of the shorter side
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def _resize_short(img: np.ndarray, short: int, interp=cv2.INTER_AREA) -> np.ndarray:
-    """Resize so min(H, W) == short (aspect kept); returns img itself if already that size."""
-    h, w = img.shape[:2]
-    if min(h, w) == short:
-        return img
-    s = short / min(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    if interp == cv2.INTER_AREA and s > 1:
-        interp = cv2.INTER_LINEAR          # INTER_AREA is only meant for shrinking
-    return cv2.resize(img, size, interpolation=interp)
-
-
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """bool (H, W) -> bool (H, W) with every background region not connected to the border filled."""
-    m = mask.astype(np.uint8)
-    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    flood = padded.copy()
-    ff = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
-    cv2.floodFill(flood, ff, (0, 0), 1)
-    holes = flood[1:-1, 1:-1] == 0
-    return mask.astype(bool) | holes
-
-
-def _disk(radius: int) -> np.ndarray:
-    r = max(1, int(radius))
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -108,7 +80,7 @@ def lesion_feature(small: np.ndarray, m: np.ndarray, ring: np.ndarray | None = N
 
 def _edge_band(m: np.ndarray, width: int) -> np.ndarray:
     """bool (h, w) -> bool (h, w): the part of m within `width` px of its edge or the image edge."""
-    inner = cv2.erode(m.astype(np.uint8), _disk(width), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    inner = cv2.erode(m.astype(np.uint8), disk(width), borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return m & (inner == 0)
 
 
@@ -134,7 +106,7 @@ def flatten_illumination(small: np.ndarray, m: np.ndarray, lesion: np.ndarray | 
     h, w = m.shape
     skin = m.copy()
     if lesion is not None:
-        skin &= ~cv2.dilate(lesion.astype(np.uint8), _disk(max(2, min(h, w) // 20))).astype(bool)
+        skin &= ~cv2.dilate(lesion.astype(np.uint8), disk(max(2, min(h, w) // 20))).astype(bool)
     if skin.sum() < 0.05 * m.sum() or skin.sum() < 50:
         return small
     half = max(h, w) / 2
@@ -169,8 +141,8 @@ def select_lesion(cand: np.ndarray, m: np.ndarray) -> np.ndarray:
     """
     h, w = cand.shape
     r = max(1, min(h, w) // 64)
-    c = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, _disk(r))
-    c = cv2.morphologyEx(c, cv2.MORPH_CLOSE, _disk(2 * r))
+    c = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, disk(r))
+    c = cv2.morphologyEx(c, cv2.MORPH_CLOSE, disk(2 * r))
     n, labels, stats, cent = cv2.connectedComponentsWithStats(c, connectivity=8)
     if n < 2:
         return np.zeros((h, w), bool)
@@ -181,22 +153,22 @@ def select_lesion(cand: np.ndarray, m: np.ndarray) -> np.ndarray:
     area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     score = area * np.exp(-(dist / 0.35) ** 2) * np.where(touch, 0.3, 1.0)
     for i in 1 + np.argsort(-area[1:])[:12]:                # ring-like (e.g. dim rim around the
-        solidity = area[i] / _fill_holes(labels == i).sum()  # lesion): own area / with holes filled
+        solidity = area[i] / fill_holes(labels == i).sum()  # lesion): own area / with holes filled
         score[i] *= min(1.0, solidity / 0.6) ** 2
     score[0] = -1.0
     best = int(np.argmax(score))
     reach = max(2, min(h, w) // 25)
-    near = np.unique(labels[cv2.dilate((labels == best).astype(np.uint8), _disk(reach)) > 0])
+    near = np.unique(labels[cv2.dilate((labels == best).astype(np.uint8), disk(reach)) > 0])
     merge = np.zeros(n, bool)
     merge[best] = True
     for i in near:
         if i > 0 and area[i] >= 0.05 * area[best] and (touch[best] or not touch[i]):
             merge[i] = True
     lesion = merge[labels].astype(np.uint8)
-    lesion = cv2.morphologyEx(lesion, cv2.MORPH_CLOSE, _disk(reach))
+    lesion = cv2.morphologyEx(lesion, cv2.MORPH_CLOSE, disk(reach))
     if touch[best]:
         lesion = _cut_edge_leaks(lesion, edge)
-    return _fill_holes(lesion.astype(bool))
+    return fill_holes(lesion.astype(bool))
 
 
 def _cut_edge_leaks(lesion: np.ndarray, edge: np.ndarray) -> np.ndarray:
@@ -208,7 +180,7 @@ def _cut_edge_leaks(lesion: np.ndarray, edge: np.ndarray) -> np.ndarray:
     """
     h, w = lesion.shape
     r = max(2, min(h, w) // 15)
-    opened = cv2.morphologyEx(lesion, cv2.MORPH_OPEN, _disk(r))
+    opened = cv2.morphologyEx(lesion, cv2.MORPH_OPEN, disk(r))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     if n < 2:
         return lesion
@@ -220,7 +192,7 @@ def _cut_edge_leaks(lesion: np.ndarray, edge: np.ndarray) -> np.ndarray:
     best = int(np.argmax(inner))
     if inner[best] < 0.3 * area.sum():
         return lesion
-    keep = cv2.dilate((labels == best).astype(np.uint8), _disk(r))
+    keep = cv2.dilate((labels == best).astype(np.uint8), disk(r))
     return lesion & keep
 
 
@@ -241,12 +213,11 @@ def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray
     """
     h, w = img.shape[:2]
     if fov is None:
-        from dermo.lesion import field_of_view   # here, not at the top: dermo.lesion imports this module
         fov = field_of_view(img)
-    small = _resize_short(img, min(SEG_WORK, min(h, w)))
+    small = resize_short(img, min(SEG_WORK, min(h, w)))
     sh, sw = small.shape[:2]
     m_full = cv2.resize(fov.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
-    m = cv2.erode(m_full, _disk(3), borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
+    m = cv2.erode(m_full, disk(3), borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
     if m.sum() < 0.05 * m.size:
         m = np.ones((sh, sw), bool)
     sigma = min(sh, sw) / 100
@@ -263,7 +234,7 @@ def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray
         lesion = _central_ellipse(sh, sw, 0.25) & m     # nothing, or only a piece of the edge: guess
     # experts draw borders a little outside the visible pigment edge (cf. Iyatomi et al. 2006,
     # "dermatologist-like" tumour extraction); GROW is a guess, not fitted to expert masks
-    lesion = cv2.dilate(lesion.astype(np.uint8), _disk(round(GROW * min(sh, sw))))
+    lesion = cv2.dilate(lesion.astype(np.uint8), disk(round(GROW * min(sh, sw))))
     soft = cv2.GaussianBlur(lesion.astype(np.float32), (0, 0), max(1.0, min(sh, sw) / 80))
     soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
     return ((soft >= 0.5) & fov).astype(np.uint8) * 255

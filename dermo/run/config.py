@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass, its command-line parser and its JSON form (DESIGN.md §7)."""
+"""Training configuration: one dataclass, its command-line parser and its JSON form (docs/method.md §9)."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN.md §8): names, atomic JSON writes, reading a run back."""
+"""The run folder (docs/method.md §8): names, atomic JSON writes, reading a run back."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dermo.config import TrainConfig
+from dermo.data.imageio import atomic_write_bytes
 from dermo.errors import DermoError
-from dermo.imageio import atomic_write_bytes
+from dermo.run.config import TrainConfig
 
 CONFIG = "config.json"
 CLASSES = "classes.json"

@@ -5,7 +5,6 @@ import keras
 import numpy as np
 
 
-
 class CenterRefresh(keras.callbacks.Callback):
     """At each epoch end move the class centres to the features seen in that epoch."""
 

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import pandas as pd
 
-from dermo.imageio import atomic_write_bytes
-from dermo.runs import read_json, save_keras_atomic, write_json
+from dermo.data.imageio import atomic_write_bytes
+from dermo.run.folder import read_json, save_keras_atomic, write_json
 
 STATE = "state.json"
 # fields of Keras callbacks that carry over an interruption

@@ -1,4 +1,4 @@
-"""One training run: data -> preprocessing cache -> CAMModel.fit -> run folder (DESIGN.md §6, §8)."""
+"""One training run: data -> preprocessing cache -> CAMModel.fit -> run folder (docs/method.md §6, §8)."""
 from __future__ import annotations
 
 import shutil
@@ -9,80 +9,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
-from dermo import runs
-from dermo.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm
-from dermo.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
-from dermo.cam_model import CAMModel, LossConfig
-from dermo.backbones import check_image_size, check_weights, get_backbone
-from dermo.config import TrainConfig, check_config
+from dermo.data.datasets import Dataset, load_dataset
 from dermo.errors import DermoError
-from dermo.datasets import Dataset, load_dataset, loss_kind
-from dermo.network import build_graph, inference_model, segmentation_model, set_bn_momentum
-from dermo.pipeline import LesionBatches, prepare, settings_for
-
-SCRATCH_BN_MOMENTUM = 0.9
+from dermo.model.backbones import check_image_size, check_weights, get_backbone
+from dermo.model.cam_model import CAMModel
+from dermo.model.network import inference_model, segmentation_model
+from dermo.pipeline.batches import LesionBatches
+from dermo.pipeline.prepare import prepare, settings_for
+from dermo.run import folder as runs
+from dermo.run.config import TrainConfig, check_config
+from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm
+from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
+from dermo.training.setup import build_model, compile_model, initial_centers, make_strategy, set_seeds
 
 
 class TrainingError(DermoError, RuntimeError):
     """Training could not go on; one line saying why and what to do."""
-
-
-def set_seeds(seed: int, deterministic: bool) -> None:
-    """Python, NumPy and TF seeds; op determinism makes two CPU runs give identical histories."""
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-def make_strategy(name: str):
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def loss_config(cfg: TrainConfig, num_classes: int) -> LossConfig:
-    return LossConfig(classification=loss_kind(num_classes), lambda_center=cfg.lambda_center,
-                      lambda_cskl=cfg.lambda_cskl, lambda_mask=cfg.lambda_mask, cskl=cfg.cskl,
-                      lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
-                      focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum,
-                      lambda_seg=cfg.lambda_seg)
-
-
-def build_model(cfg: TrainConfig, num_classes: int) -> CAMModel:
-    """The CAMModel for `cfg` (not compiled)."""
-    inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout,
-                                  head=cfg.head)
-    model = CAMModel(inputs, outputs, loss_config(cfg, num_classes), name="dermo_cam_model")
-    momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
-    if momentum:
-        set_bn_momentum(model, momentum)
-    return model
-
-
-def compile_model(model: CAMModel, cfg: TrainConfig) -> None:
-    optimizer = keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, rho=0.9)
-    if cfg.mixed_precision:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer)
-
-
-def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
-    """Class means of the pooled features over the training set (inference mode) -> (K, C)."""
-    pooled_model = keras.Model(model.input, model.outputs[2])
-    sums = np.zeros(tuple(model.centers.shape), "float64")
-    counts = np.zeros(model.num_classes)
-    for i in range(len(batches)):
-        x, (y, _) = batches[i]
-        g = np.asarray(pooled_model(x, training=False), "float64")
-        sums += y.T @ g
-        counts += y.sum(axis=0)
-    return (sums / np.maximum(counts, 1)[:, None]).astype("float32")
 
 
 def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_batches,
@@ -194,7 +137,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
 
 def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log) -> None:
-    from dermo.plots import plot_history  # matplotlib only when a run finishes
+    from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
 
     net = inference_model(model)
     runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS)
@@ -205,7 +148,7 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     history = pd.read_csv(run_dir / runs.HISTORY)
     plot_history(history, run_dir / runs.CURVES)
     config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,
-              "data_source": ds.source, "feature_layer": "top_activation",
+              "data_source": ds.source, "feature_layer": get_backbone(cfg.backbone).feature_layer,
               "train_seconds": round(seconds, 1), "skipped": ds.skipped}
     runs.write_json(run_dir / runs.CONFIG, config)
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""What to evaluate: a run folder or a model file, its classes and its preprocessing settings.
+
+    resolve_source(spec, task)  "runs/NAME" or "FILE.h5|.keras" -> Source (model path, classes, settings)
+    check_classes(source, ...)  the class list shared by the model and the data
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dermo.data.datasets import TASK_CLASSES, Sample
+from dermo.predict.loading import MODEL_SUFFIXES, PredictError
+from dermo.run import folder as runs
+
+
+class EvaluationError(PredictError):
+    """A model/data combination that cannot be evaluated; one line naming the file and the fix."""
+
+
+@dataclass
+class Source:
+    """One model to evaluate: a model file, or a run folder (config.json + classes.json + model)."""
+    spec: str                              # as given on the command line
+    model_path: Path
+    task: str
+    classes: list[str] | None              # None: task auto without a run -> from the data
+    run: runs.Run | None = None
+    settings: dict = field(default_factory=dict)   # hair / color flags for pipeline.settings_for
+    cache_dir: str | None = None
+
+
+def resolve_source(spec, task: str = "auto", kind: str = "auto") -> Source:
+    """A run folder or a model file (`task` gives its class names); kind "run" / "model" insists on
+    one of them, "auto" takes a directory for a run."""
+    p = Path(spec)
+    if kind == "run" or (kind == "auto" and p.is_dir()):
+        run = runs.load_run(p)
+        cfg = run.config
+        return Source(str(spec), run.model_path, cfg.task, list(run.classes), run,
+                      {"hair": cfg.hair_removal, "color": cfg.color_constancy}, cfg.cache_dir)
+    if p.is_dir():
+        raise EvaluationError(f"{spec}: is a folder, not a model file (evaluate a run folder with --run)")
+    if p.suffix.lower() not in MODEL_SUFFIXES:
+        raise EvaluationError(f"{spec}: neither a run folder nor a .h5/.keras model file")
+    if not p.is_file():
+        raise EvaluationError(f"{spec}: model file not found")
+    return Source(str(spec), p, task, list(TASK_CLASSES[task]) if task in TASK_CLASSES else None)
+
+
+def check_classes(source: Source, data_classes: list[str], data) -> list[str]:
+    """The class list to use: the source's, which must equal the data's; else one clear line."""
+    if source.classes is None:
+        return list(data_classes)
+    if list(data_classes) != list(source.classes):
+        raise EvaluationError(f"{data}: classes {', '.join(data_classes)} differ from the model's "
+                              f"({source.spec}: {', '.join(source.classes)}); use data with the same "
+                              "class names")
+    return list(source.classes)
+
+
+def mask_source(samples: list[Sample]) -> str:
+    """"given" when every sample has its own mask, "generated" when none has, else "mixed"."""
+    given = sum(s.mask is not None for s in samples)
+    return "given" if given == len(samples) else "generated" if given == 0 else "mixed"

@@ -1,0 +1,6 @@
+"""Per-image preprocessing: field of view (fov), hair removal (hair), Shades-of-Gray colour constancy (color),
+unsupervised lesion segmentation (segment) chained by image.preprocess_image; the on-disk cache run over all
+cores (cache) and its command line (cli, `python -m dermo.preprocessing`).
+
+May import dermo.data and dermo.errors.
+"""

@@ -1,0 +1,71 @@
+"""Building blocks of a training run: seeds, distribution strategy, the CAMModel and its optimizer,
+and the initial class centres."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dermo.data.datasets import loss_kind
+from dermo.model.cam_model import CAMModel, LossConfig
+from dermo.model.network import build_graph, set_bn_momentum
+from dermo.pipeline.batches import LesionBatches
+from dermo.run.config import TrainConfig
+
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def set_seeds(seed: int, deterministic: bool) -> None:
+    """Python, NumPy and TF seeds; op determinism makes two CPU runs give identical histories."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_strategy(name: str):
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def loss_config(cfg: TrainConfig, num_classes: int) -> LossConfig:
+    return LossConfig(classification=loss_kind(num_classes), lambda_center=cfg.lambda_center,
+                      lambda_cskl=cfg.lambda_cskl, lambda_mask=cfg.lambda_mask, cskl=cfg.cskl,
+                      lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
+                      focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum,
+                      lambda_seg=cfg.lambda_seg)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> CAMModel:
+    """The CAMModel for `cfg` (not compiled)."""
+    inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout,
+                                  head=cfg.head)
+    model = CAMModel(inputs, outputs, loss_config(cfg, num_classes), name="dermo_cam_model")
+    momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
+    if momentum:
+        set_bn_momentum(model, momentum)
+    return model
+
+
+def compile_model(model: CAMModel, cfg: TrainConfig) -> None:
+    optimizer = keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, rho=0.9)
+    if cfg.mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer)
+
+
+def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
+    """Class means of the pooled features over the training set (inference mode) -> (K, C)."""
+    pooled_model = keras.Model(model.input, model.outputs[2])
+    sums = np.zeros(tuple(model.centers.shape), "float64")
+    counts = np.zeros(model.num_classes)
+    for i in range(len(batches)):
+        x, (y, _) = batches[i]
+        g = np.asarray(pooled_model(x, training=False), "float64")
+        sums += y.T @ g
+        counts += y.sum(axis=0)
+    return (sums / np.maximum(counts, 1)[:, None]).astype("float32")
