@@ -7,8 +7,8 @@ so images are fed as 0–255 floats and are normalised exactly once, inside the 
   noisy-student  the `efficientnet` package's weights (its models expect torch-style ImageNet normalisation,
                  which we set on the Normalization layer), copied layer by layer into the Keras graph.
   none           random initialisation (only /255).
-  FILE           a local weights file: a Keras no-top EfficientNet .h5 (same layout as the imagenet
-                 download) or a full dermo model.weights.h5 / .keras checkpoint (loaded later by the caller).
+  FILE           a local no-top EfficientNet weights .h5: Keras' layout (the imagenet download) or the
+                 `efficientnet` package's (e.g. its noisy-student download); the layout is detected.
 """
 from __future__ import annotations
 
@@ -103,11 +103,11 @@ def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.M
     kind = check_weights(weights)
     base = spec.keras_constructor(include_top=False, weights=None, input_tensor=inputs)
     if kind == "imagenet":
-        load_backbone_file(base, download_imagenet(spec))
+        load_backbone_file(spec, base, download_imagenet(spec))
     elif kind == "noisy-student":
         _load_noisy_student(spec, base)
     elif kind == "file":
-        load_backbone_file(base, weights)
+        load_backbone_file(spec, base, weights)
     return base
 
 
@@ -120,25 +120,41 @@ def download_imagenet(spec: BackboneSpec) -> str:
         raise BackboneError(f"{_offline_hint(spec, 'imagenet')} ({type(e).__name__})") from None
 
 
+def normalization_layer(base: keras.Model) -> keras.layers.Normalization:
+    """The input Normalization layer of a Keras EfficientNet (found by type: Keras names it automatically,
+    "normalization_1" … when several models are built in one process)."""
+    return next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
+
+
+def set_normalization(base: keras.Model, mean, variance) -> None:
+    """Set the input normalisation (x/255 − mean)/sqrt(variance) of the graph.
+
+    Keras' Normalization caches its mean/variance tensors when built; `set_weights` changes only the
+    variables, so `finalize_state()` is needed for the layer (and so for training) to use the new values —
+    otherwise the in-memory model would normalise differently from every reloaded copy of it."""
+    norm = normalization_layer(base)
+    norm.set_weights([np.asarray(mean, "float32"), np.asarray(variance, "float32")] + norm.get_weights()[2:])
+    norm.finalize_state()
+
+
 def set_torch_normalisation(base: keras.Model) -> None:
     """(x/255 - mean)/std inside the graph: what the `efficientnet` package's weights expect."""
-    norm = base.get_layer("normalization")
-    norm.set_weights([np.asarray(IMAGENET_MEAN, "float32"),
-                      np.asarray(IMAGENET_STD, "float32") ** 2] + norm.get_weights()[2:])
+    set_normalization(base, IMAGENET_MEAN, np.asarray(IMAGENET_STD) ** 2)
 
 
 def _fold_keras_imagenet_scale(base: keras.Model) -> None:
     """Keras' imagenet files store variance = std**2 and expect an extra x / sqrt(std) afterwards
-    (keras.applications adds a Rescaling layer for that); fold it into the variance: var * std."""
-    norm = base.get_layer("normalization")
-    mean, var = norm.get_weights()[:2]
+    (keras.applications adds a Rescaling layer for that); fold it into the variance: var * std, giving
+    (x/255 − mean) / (std·sqrt(std))."""
+    mean, var = normalization_layer(base).get_weights()[:2]
     if np.allclose(var, np.asarray(IMAGENET_STD) ** 2, rtol=1e-3):
-        norm.set_weights([mean, var * np.asarray(IMAGENET_STD, "float32")] + norm.get_weights()[2:])
+        set_normalization(base, mean, var * np.asarray(IMAGENET_STD, "float32"))
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
-    """Copy every weighted layer of `source` into the same-named layer of `target`; returns the count."""
-    copied = 0
+    """Copy every weighted layer of `source` into the same-named layer of `target`; returns the count.
+    Every weighted layer of `target` except its input Normalization must be covered."""
+    copied = set()
     for layer in source.layers:
         if not layer.weights:
             continue
@@ -148,8 +164,13 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
             raise BackboneError(f"weights layout mismatch: no layer {layer.name!r} in the Keras "
                                 "EfficientNet") from None
         dst.set_weights(layer.get_weights())
-        copied += 1
-    return copied
+        copied.add(layer.name)
+    left = [l.name for l in target.layers
+            if l.weights and l.name not in copied and not isinstance(l, keras.layers.Normalization)]
+    if left:
+        raise BackboneError(f"weights layout mismatch: {len(left)} layer(s) of the Keras EfficientNet got no "
+                            f"weights (first: {left[0]!r})")
+    return len(copied)
 
 
 def _efn_model(spec: BackboneSpec, weights, input_shape):
@@ -161,15 +182,16 @@ def _efn_model(spec: BackboneSpec, weights, input_shape):
 
 def _load_noisy_student(spec: BackboneSpec, base: keras.Model) -> None:
     try:
-        src = _efn_model(spec, "noisy-student", tuple(base.input.shape[1:]))
+        src = _efn_model(spec, "noisy-student", tuple(base.inputs[0].shape[1:]))
     except Exception as e:
         raise BackboneError(f"{_offline_hint(spec, 'noisy-student')} ({type(e).__name__})") from None
     copy_weights_by_name(src, base)
     set_torch_normalisation(base)
 
 
-def load_backbone_file(base: keras.Model, path) -> None:
-    """A local no-top EfficientNet weights file: Keras layout first, then the efficientnet package's."""
+def load_backbone_file(spec: BackboneSpec, base: keras.Model, path) -> str:
+    """A local no-top EfficientNet weights file, Keras' layout first, then the efficientnet package's;
+    returns the layout found ("keras" or "efficientnet")."""
     path = str(path)
     try:
         base.load_weights(path, skip_mismatch=False)
@@ -177,13 +199,13 @@ def load_backbone_file(base: keras.Model, path) -> None:
         pass
     else:
         _fold_keras_imagenet_scale(base)
-        return
-    spec = get_backbone(base.name.removeprefix("efficientnet"))
+        return "keras"
     try:
-        src = _efn_model(spec, None, tuple(base.input.shape[1:]))
+        src = _efn_model(spec, None, tuple(base.inputs[0].shape[1:]))
         src.load_weights(path)
     except Exception as e:
         raise BackboneError(f"{path}: not an EfficientNet {spec.name} no-top weights file "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     copy_weights_by_name(src, base)
     set_torch_normalisation(base)
+    return "efficientnet"
