@@ -46,7 +46,7 @@ def build(variant, backbone, size):
         compile_model(model, cfg)
         return model
     inputs, outputs = build_graph(backbone, 2, size, "none")
-    model = keras.Model(inputs, outputs[0])
+    model = keras.Model(inputs, outputs["probs"])
     model.compile(optimizer=keras.optimizers.Adadelta(1.0, rho=0.9), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     return model

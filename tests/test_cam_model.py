@@ -28,8 +28,7 @@ def model(cam_model64):
 
 def grads_of(model, terms_weights, x, y, m):
     with tf.GradientTape() as tape:
-        probs, feats, pooled = model(x, training=True)
-        terms = model.loss_terms(y, m, probs, feats, pooled)
+        terms = model.loss_terms(y, m, model(x, training=True), training=True)
         total = sum(w * terms[name] for name, w in terms_weights.items())
     return dict(zip([v.path for v in model.trainable_variables],
                     tape.gradient(total, model.trainable_variables)))
@@ -41,11 +40,13 @@ def norm(g):
 
 def test_cams_in_model_equal_manual_einsum(model):
     x, _, _ = batch()
-    probs, feats, pooled = (np.asarray(t) for t in model(x, training=False))
+    out = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    probs, feats, pooled = out["probs"], out["features"], out["pooled"]
     kernel = model.get_layer("classifier").kernel.numpy()
     bias = model.get_layer("classifier").bias.numpy()
     cams = np.einsum("bhwc,ck->bhwk", feats, kernel)
     logits = cams.mean(axis=(1, 2)) + bias             # GAP commutes with the linear head
+    np.testing.assert_allclose(logits, out["logits"], atol=1e-4)
     np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), probs, atol=1e-5)
     np.testing.assert_allclose(pooled, feats.mean(axis=(1, 2)), atol=1e-5)
 
@@ -67,7 +68,7 @@ def test_terms_switched_off_are_zero():
     m = CAMModel(inputs, outputs, LossConfig(classification="focal", lambda_center=0, lambda_cskl=0.1,
                                              cskl="off", lambda_mask=0))
     x, y, mask = batch(k=3)
-    terms = m.loss_terms(y, mask, *m(x, training=False))
+    terms = m.loss_terms(y, mask, m(x, training=False))
     assert float(terms["center_loss"]) == float(terms["cskl_loss"]) == float(terms["mask_loss"]) == 0.0
     np.testing.assert_allclose(float(terms["loss"]), float(terms["cls_loss"]), rtol=1e-6)
 
@@ -86,7 +87,7 @@ def test_centres_accumulate_and_refresh_per_class(model):
 def test_segmentation_head_outputs_and_trains():
     keras.utils.set_random_seed(0)
     inputs, outputs = build_graph("B0", 2, SIZE, "none", head="segmentation")
-    assert outputs[3].shape[1:] == (SIZE, SIZE, 1)
+    assert outputs["mask"].shape[1:] == (SIZE, SIZE, 1)
     m = CAMModel(inputs, outputs, LossConfig())
     m.compile(optimizer=keras.optimizers.Adadelta(1.0, rho=0.9))
     x, y, mask = batch()

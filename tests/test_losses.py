@@ -49,29 +49,43 @@ def test_cam_hand_value_and_gradient():
 # ---------------------------------------------------------------- classification
 Y2 = np.array([[1, 0, 0], [0, 0, 1]], np.float32)
 P2 = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], np.float32)
+Z2 = np.log(P2) + np.array([[1.5], [-2.0]], np.float32)     # logits: softmax(Z2) == P2 (row shifts cancel)
 
 
 def test_ce_two_samples():
     want = -(np.log(0.7) + np.log(0.5)) / 2  # 0.5249
-    assert float(npv(categorical_ce(Y2, P2))) == pytest.approx(want, rel=1e-6)
+    assert float(npv(categorical_ce(Y2, Z2))) == pytest.approx(want, rel=1e-6)
+
+
+def test_ce_with_sample_weights():
+    want = -(2.0 * np.log(0.7) + 0.5 * np.log(0.5)) / 2     # mean_i w_i·CE_i
+    assert float(npv(categorical_ce(Y2, Z2, np.array([2.0, 0.5], np.float32)))) == pytest.approx(want, rel=1e-6)
 
 
 def test_focal_gamma0_is_ce_and_gamma2_hand_value():
-    assert float(npv(focal_loss(Y2, P2, gamma=0.0))) == pytest.approx(
-        float(npv(categorical_ce(Y2, P2))), rel=1e-6
+    assert float(npv(focal_loss(Y2, Z2, gamma=0.0))) == pytest.approx(
+        float(npv(categorical_ce(Y2, Z2))), rel=1e-6
     )
     want = -(0.3**2 * np.log(0.7) + 0.5**2 * np.log(0.5)) / 2  # 0.10269
-    assert float(npv(focal_loss(Y2, P2, gamma=2.0))) == pytest.approx(want, rel=1e-5)
+    assert float(npv(focal_loss(Y2, Z2, gamma=2.0))) == pytest.approx(want, rel=1e-5)
 
 
-def test_classification_extreme_probs_finite_with_gradient():
-    y = np.array([[1, 0], [0, 1]], np.float32)
-    p = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)  # confidently wrong, p_true = 0
-    for fn in (categorical_ce, lambda a, b: focal_loss(a, b, 2.0)):
-        val, g = grad_of(lambda v: fn(y, v), p)
-        assert np.isfinite(val) and np.all(np.isfinite(g))
-    # clipped like keras: -log(1e-7) ≈ 16.118
-    assert float(npv(categorical_ce(y, p))) == pytest.approx(-np.log(1e-7), rel=1e-3)
+def test_ce_gradient_wrt_logits_is_p_minus_y():
+    _, g = grad_of(lambda v: categorical_ce(Y2, v), Z2)
+    np.testing.assert_allclose(g, (P2 - Y2) / 2, atol=1e-6)            # mean over the 2 samples
+
+
+@pytest.mark.parametrize("loss", ["ce", "focal"])
+def test_confidently_wrong_sample_keeps_its_gradient(loss):
+    """Logit gap 30 against the true class (p_true ≈ 9e-14): from clipped probabilities the gradient would be
+    exactly 0; from logits it is p − y (focal: (1 − p_true)^γ → 1, so also p − y to 1e-6)."""
+    y = np.array([[1, 0]], np.float32)
+    z = np.array([[0.0, 30.0]], np.float32)
+    fn = categorical_ce if loss == "ce" else (lambda a, b: focal_loss(a, b, 2.0))
+    val, g = grad_of(lambda v: fn(y, v), z)
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(g, p - y, atol=1e-6)
+    assert float(val) == pytest.approx(30.0, rel=1e-6)          # −log p_true ≈ 30 (focal: ×(1−p_true)² ≈ 1)
 
 
 # ---------------------------------------------------------------- center

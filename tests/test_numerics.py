@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import train
 from dermo.data.synthetic import write_dataset
-from dermo.model import cam_model
+from dermo.model import objective
 from dermo.model.cam_model import LossConfig
 from dermo.model.network import CLASSIFIER_LAYER
 from dermo.run import folder as runs
@@ -39,12 +39,12 @@ def _channels(model) -> int:
 
 
 def corner_batch(case: str, channels: int):
-    """(y (B,2), masks (B,S,S,1), probs (B,2), features (B,2,2,C), pooled (B,C), seg (B,S,S,1))."""
+    """(y (B,2), masks (B,S,S,1), logits (B,2), features (B,2,2,C), pooled (B,C), seg (B,S,S,1))."""
     rng = np.random.default_rng(0)
     y = np.eye(2, dtype="float32")[np.arange(B) % 2]
     masks = np.zeros((B, SIZE, SIZE, 1), "float32")
     masks[:, :SIZE // 2, :SIZE // 2] = 1.0
-    probs = rng.dirichlet([1, 1], B).astype("float32")
+    logits = rng.normal(size=(B, 2)).astype("float32")
     features = rng.normal(size=(B, 2, 2, channels)).astype("float32")
     seg = rng.uniform(size=(B, SIZE, SIZE, 1)).astype("float32")
     if case == "empty masks":
@@ -60,11 +60,11 @@ def corner_batch(case: str, channels: int):
     elif case == "one-class batch":
         y = np.eye(2, dtype="float32")[np.zeros(B, int)]
     elif case == "extreme logits":
-        probs = (1.0 - y).astype("float32")                  # certain and wrong: softmax of ±inf logits
+        logits = (50.0 * (1.0 - 2.0 * y)).astype("float32")  # certain and wrong: logit gap 100
         features *= 1e4                                        # CAMs in the ±1e5 range
     elif case == "certain and right":
-        probs = y.copy()
-    return y, masks, probs, features, features.mean(axis=(1, 2)), seg
+        logits = (50.0 * (2.0 * y - 1.0)).astype("float32")
+    return y, masks, logits, features, features.mean(axis=(1, 2)), seg
 
 
 CASES = ["empty masks", "full masks", "constant CAMs", "zero features", "one-class batch", "extreme logits",
@@ -76,15 +76,16 @@ CASES = ["empty masks", "full masks", "constant CAMs", "zero features", "one-cla
 def test_loss_terms_and_gradients_stay_finite(model, monkeypatch, case, config):
     monkeypatch.setattr(model, "loss_config", CONFIGS[config])
     y, masks, *outs = corner_batch(case, _channels(model))
-    watched = [tf.Variable(v) for v in outs]                  # probs, features, pooled, seg
+    names = ["logits", "features", "pooled", "mask"]
+    watched = [tf.Variable(v) for v in outs]
     kernel = model.get_layer(CLASSIFIER_LAYER).kernel
     with tf.GradientTape() as tape:
-        terms = model.loss_terms(y, masks, *watched)
+        terms = model.loss_terms(y, masks, dict(zip(names, watched)), training=True)
     assert set(terms) >= {"loss", "cls_loss", "center_loss", "cskl_loss", "mask_loss", "seg_loss"}
     values = {k: float(v) for k, v in terms.items()}
     assert all(np.isfinite(v) for v in values.values()), values
     grads = tape.gradient(terms["loss"], [*watched, kernel])
-    for name, g in zip(["probs", "features", "pooled", "seg", "kernel"], grads):
+    for name, g in zip(names + ["kernel"], grads):
         assert g is not None and np.isfinite(np.asarray(g)).all(), f"{case}: d loss / d {name} not finite"
     # the corner cases really are corners: the terms take their limiting values
     if case in ("empty masks", "full masks"):
@@ -93,7 +94,7 @@ def test_loss_terms_and_gradients_stay_finite(model, monkeypatch, case, config):
         assert values["cskl_loss"] == pytest.approx(0.0, abs=1e-6)    # identical spatial distributions
         assert values["mask_loss"] == pytest.approx(1.0, abs=1e-3)    # r = 0
     if case == "extreme logits":
-        assert values["cls_loss"] > 10                        # -log(eps) territory, clipped, not inf
+        assert values["cls_loss"] == pytest.approx(100.0, rel=1e-5)   # −log p_true, from the logits
     if case == "certain and right":
         assert values["cls_loss"] == pytest.approx(0.0, abs=1e-5)
 
@@ -109,8 +110,7 @@ def test_identical_images_through_the_network_in_training_mode(model, fill):
     y = np.eye(2, dtype="float32")[np.zeros(B, int)]
     masks = np.zeros((B, SIZE, SIZE, 1), "float32")
     with tf.GradientTape() as tape:
-        probs, features, pooled = model(x, training=True)
-        terms = model.loss_terms(y, masks, probs, features, pooled)
+        terms = model.loss_terms(y, masks, model(x, training=True), training=True)
     assert all(np.isfinite(float(v)) for v in terms.values()), terms
     grads = tape.gradient(terms["loss"], model.trainable_variables)
     bad = [v.path for v, g in zip(model.trainable_variables, grads)
@@ -149,7 +149,7 @@ def test_nan_loss_stops_training_with_one_line(tmp_path, monkeypatch, capsys):
         calls.append(1)
         return tf.constant(float("nan"))
 
-    monkeypatch.setattr(cam_model, "mask_loss", nan_mask_loss)
+    monkeypatch.setattr(objective, "mask_loss", nan_mask_loss)
     out = tmp_path / "run"
     rc = train.main(["--data", str(data), "--task", "binary", "--backbone", "B0", "--image-size", str(SIZE),
                      "--batch-size", "8", "--epochs", "3", "--weights", "none", "--out", str(out),

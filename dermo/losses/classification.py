@@ -1,48 +1,59 @@
 """Classification loss terms L_cls (docs/method.md §5): categorical CE (binary) and focal (multiclass).
 
-Both wrap Keras' own per-sample losses, which renormalise ``probs`` to sum to 1 and clip
-them to [ε, 1 − ε] (ε = ``keras.config.epsilon()``, 1e-7) before the log; the per-sample
-values are averaged over the batch.
+Both are computed from the logits with a log-softmax, so a confidently wrong sample keeps its gradient
+(p − y): from clipped probabilities the gradient would be exactly zero once p_true < ε. Optional
+per-sample weights (class weights) give mean_i w_i·loss_i, as Keras' `class_weight` does.
 """
 
-import keras
 from keras import ops
 
 
-def categorical_ce(y_true, probs):
-    """Mean categorical cross-entropy.
+def _log_probs(logits):
+    return ops.log_softmax(ops.cast(ops.convert_to_tensor(logits), "float32"), axis=-1)
 
-    L = mean_i Σ_k −y_ik · log p_ik      (p clipped to [ε, 1 − ε])
+
+def _weighted_mean(per_sample, sample_weight):
+    if sample_weight is None:
+        return ops.mean(per_sample)
+    return ops.mean(per_sample * ops.cast(ops.convert_to_tensor(sample_weight), "float32"))
+
+
+def categorical_ce(y_true, logits, sample_weight=None):
+    """Mean categorical cross-entropy from logits.
+
+    L = mean_i w_i · Σ_k −y_ik · log softmax(z_i)_k        (w_i = 1 without sample_weight)
 
     Args:
         y_true: (B, K) one-hot targets.
-        probs: (B, K) softmax probabilities.
+        logits: (B, K) pre-softmax scores z.
+        sample_weight: optional (B,) weights w.
 
     Returns:
-        scalar float32 tensor.
+        scalar float32 tensor; d L / d z_i = w_i (p_i − y_i) / B.
     """
-    probs = ops.cast(ops.convert_to_tensor(probs), "float32")
-    per_sample = keras.losses.categorical_crossentropy(y_true, probs)  # (B,)
-    return ops.mean(per_sample)
+    y = ops.cast(ops.convert_to_tensor(y_true), "float32")
+    per_sample = -ops.sum(y * _log_probs(logits), axis=-1)  # (B,)
+    return _weighted_mean(per_sample, sample_weight)
 
 
-def focal_loss(y_true, probs, gamma=2.0):
-    """Mean categorical focal loss with alpha = 1.
+def focal_loss(y_true, logits, gamma=2.0, sample_weight=None):
+    """Mean categorical focal loss (alpha = 1) from logits.
 
-    L = mean_i Σ_k −y_ik · (1 − p_ik)^γ · log p_ik      (p clipped to [ε, 1 − ε])
+    L = mean_i w_i · Σ_k −y_ik · (1 − p_ik)^γ · log p_ik,   log p = log softmax(z)
 
     At γ = 0 this is :func:`categorical_ce`.
 
     Args:
         y_true: (B, K) one-hot targets.
-        probs: (B, K) softmax probabilities.
+        logits: (B, K) pre-softmax scores z.
         gamma: focusing parameter γ ≥ 0.
+        sample_weight: optional (B,) weights w.
 
     Returns:
         scalar float32 tensor.
     """
-    probs = ops.cast(ops.convert_to_tensor(probs), "float32")
-    per_sample = keras.losses.categorical_focal_crossentropy(
-        y_true, probs, alpha=1.0, gamma=gamma
-    )  # (B,)
-    return ops.mean(per_sample)
+    y = ops.cast(ops.convert_to_tensor(y_true), "float32")
+    log_p = _log_probs(logits)  # (B, K)
+    modulator = ops.power(-ops.expm1(log_p), gamma)  # (1 − p)^γ, exact also for tiny p
+    per_sample = -ops.sum(y * modulator * log_p, axis=-1)  # (B,)
+    return _weighted_mean(per_sample, sample_weight)

@@ -10,47 +10,28 @@ pooled features, and `refresh_centers()` (called by a callback at each epoch end
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import keras
 import tensorflow as tf
 from keras import ops
 
-from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, dice_bce_loss, focal_loss,
-                          mask_loss, soft_dice, updated_centers)
-from dermo.model.cam import class_activation_maps
+from dermo.losses import center_sums, updated_centers
 from dermo.model.names import CLASSIFIER_LAYER
+from dermo.model.objective import TERMS, LossConfig, loss_terms
 
-TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    classification: str = "ce"        # "ce" (2 classes) or "focal"
-    lambda_center: float = 1.0
-    lambda_cskl: float = 0.1
-    lambda_mask: float = 0.5
-    cskl: str = "penalized"           # "penalized" | "original" | "off"
-    lambda_a: float = 0.1             # penalty strength of the penalised CSKL
-    cam_temperature: float = 1.0
-    focal_gamma: float = 2.0
-    center_momentum: float = 0.5      # new centre = m·old + (1−m)·epoch mean
-    lambda_seg: float = 1.0           # segmentation head (when the model has one): BCE + 1 − Dice
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["CAMModel", "LossConfig", "TERMS"]
 
 
 class CAMModel(keras.Model):
-    """Functional model image -> [probs, features, pooled (, mask)] trained with the CAM-regularised
-    loss; a fourth output (segmentation head) adds λ_seg·(BCE + 1 − Dice) against the lesion mask."""
+    """Functional model image -> {"probs", "logits", "features", "pooled"[, "mask"]} (dermo.model.network)
+    trained with the CAM-regularised loss (dermo.model.objective); a segmentation head ("mask") adds
+    λ_seg·(BCE + 1 − Dice) against the lesion mask."""
 
     def __init__(self, inputs, outputs, loss_config: LossConfig | None = None, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.loss_config = loss_config or LossConfig()
-        num_classes, channels = outputs[0].shape[-1], outputs[2].shape[-1]
+        num_classes, channels = outputs["probs"].shape[-1], outputs["pooled"].shape[-1]
         self.num_classes = num_classes
-        self.has_segmentation = len(outputs) > 3
+        self.has_segmentation = "mask" in outputs
         self.centers = self.add_weight(shape=(num_classes, channels), initializer="zeros",
                                        trainable=False, name="centers")
         self.center_sum = self.add_weight(shape=(num_classes, channels), initializer="zeros",
@@ -65,38 +46,16 @@ class CAMModel(keras.Model):
     def metrics(self):
         return [*self.trackers.values(), self.accuracy_metric]
 
-    def loss_terms(self, y, masks, probs, features, pooled, seg=None) -> dict:
-        """All terms as float32 scalars; `loss` is their weighted sum. Terms switched off are 0."""
-        cfg = self.loss_config
-        y = ops.cast(y, "float32")
-        labels = ops.argmax(y, axis=-1)
-        features = ops.cast(features, "float32")
-        pooled = ops.cast(pooled, "float32")
-        kernel = ops.cast(self.get_layer(CLASSIFIER_LAYER).kernel, "float32")
-        cams = class_activation_maps(features, kernel)                     # (B,h,w,K)
-        zero = ops.zeros((), "float32")
-        cls = (categorical_ce(y, probs) if cfg.classification == "ce"
-               else focal_loss(y, probs, gamma=cfg.focal_gamma))
-        terms = {
-            "cls_loss": cls,
-            "center_loss": (center_loss(pooled, labels, self.centers)
-                            if cfg.lambda_center else zero),
-            "cskl_loss": (cskl_loss(cams, labels, mode=cfg.cskl, lambda_a=cfg.lambda_a,
-                                    temperature=cfg.cam_temperature)
-                          if cfg.lambda_cskl and cfg.cskl != "off" else zero),
-            "mask_loss": mask_loss(cams, masks) if cfg.lambda_mask else zero,
-        }
-        terms["loss"] = (terms["cls_loss"] + cfg.lambda_center * terms["center_loss"]
-                         + cfg.lambda_cskl * terms["cskl_loss"] + cfg.lambda_mask * terms["mask_loss"])
-        if seg is not None:
-            terms["seg_loss"] = dice_bce_loss(masks, seg)
-            terms["seg_dice"] = soft_dice(masks, ops.cast(seg > 0.5, "float32"))
-            terms["loss"] = terms["loss"] + cfg.lambda_seg * terms["seg_loss"]
-        return terms
+    def loss_terms(self, y, masks, out: dict, training: bool = False) -> dict:
+        """dermo.model.objective.loss_terms with this model's classifier kernel and centres."""
+        return loss_terms(self.loss_config, y, masks, out, self.get_layer(CLASSIFIER_LAYER).kernel,
+                          self.centers, training)
 
     def _update_trackers(self, terms, y, probs):
+        # weighted by the batch size: epoch values are means over images, also with a partial last batch
+        n = ops.cast(ops.shape(y)[0], "float32")
         for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
+            tracker.update_state(terms[name], sample_weight=n)
         self.accuracy_metric.update_state(y, probs)
         return {m.name: m.result() for m in self.metrics}
 
@@ -104,22 +63,22 @@ class CAMModel(keras.Model):
         x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            probs, features, pooled, *seg = self(x, training=True)
-            terms = self.loss_terms(y, masks, probs, features, pooled, *seg)
+            out = self(x, training=True)
+            terms = self.loss_terms(y, masks, out, training=True)
             # gradients are summed over replicas: each replica contributes loss / replicas
             scaled = self.optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        sums, counts = center_sums(ops.cast(pooled, "float32"), ops.argmax(y, axis=-1), self.num_classes)
+        sums, counts = center_sums(ops.cast(out["pooled"], "float32"), ops.argmax(y, axis=-1),
+                                   self.num_classes)
         self.center_sum.assign_add(sums)
         self.center_count.assign_add(counts)
-        return self._update_trackers(terms, y, probs)
+        return self._update_trackers(terms, y, out["probs"])
 
     def test_step(self, data):
         x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
-        probs, features, pooled, *seg = self(x, training=False)
-        terms = self.loss_terms(y, masks, probs, features, pooled, *seg)
-        return self._update_trackers(terms, y, probs)
+        out = self(x, training=False)
+        return self._update_trackers(self.loss_terms(y, masks, out), y, out["probs"])
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data

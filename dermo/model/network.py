@@ -1,10 +1,10 @@
 """The flat classifier graph (docs/method.md §4):
 
     image (B,S,S,3) 0..255 -> EfficientNet -> F (B,h,w,C) -> GAP "gap" -> g (B,C) -> Dropout
-        -> Dense(K) "classifier" -> softmax p (B,K)
+        -> Dense(K) "classifier" -> logits z (B,K) -> softmax "probs" p (B,K)
 
-`build_network` returns the layers' outputs; `CAMModel` (dermo.model.cam_model) trains on them and
-`inference_model` keeps image -> p for saving. No builder here compiles anything.
+`build_graph` returns the input and a dict of named outputs; `CAMModel` (dermo.model.cam_model) trains on
+them and `inference_model` keeps image -> p for saving. No builder here compiles anything.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ HEADS = ("classification", "segmentation")
 
 def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | None = None,
                 weights: str = "none", dropout: float = 0.2, head: str = "classification"):
-    """-> (inputs, [probs (B,K), features (B,h,w,C), pooled (B,C)] (+ [mask (B,S,S,1)] with
-    head="segmentation")) of a fresh flat graph."""
+    """-> (inputs, outputs) of a fresh flat graph, outputs a dict:
+        "probs" (B,K) softmax, "logits" (B,K), "features" F (B,h,w,C), "pooled" g (B,C)
+        (+ "mask" (B,S,S,1) sigmoid with head="segmentation")."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
     spec = get_backbone(backbone)
@@ -33,9 +34,9 @@ def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | No
     logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
     # softmax in float32 also under mixed precision
     probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)
-    outputs = [probs, features, pooled]
+    outputs = {"probs": probs, "logits": logits, "features": features, "pooled": pooled}
     if head == "segmentation":
-        outputs.append(segmentation_decoder(base, spec, features, size))
+        outputs["mask"] = segmentation_decoder(base, spec, features, size)
     return inputs, outputs
 
 
