@@ -62,29 +62,21 @@ def common_classes(sources, task: str) -> list[str] | None:
     return list(named[0][1]) if named else None
 
 
-def member_probs(source, samples, num_classes: int, args, log, skipped_lines: list | None = None) -> dict:
-    """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size; the
-    one-line reasons of the images its preprocessing skipped are appended to `skipped_lines`."""
-    from dermo.evaluation.sources import EvaluationError
-    from dermo.pipeline.prepare import prepare, settings_for
-    from dermo.predict.loading import load_model_safely, model_image_size, model_num_classes
-    from dermo.predict.predictions import predict_items
+def member_probs(source, samples, classes: list[str], args, log, skipped_lines: list | None = None) -> dict:
+    """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size with its own
+    preprocessing; the one-line reasons of the images it skipped are appended to `skipped_lines`."""
+    from dermo.evaluation.sources import predictor_for
 
-    model = load_model_safely(source.model_path)
-    if model_num_classes(model) != num_classes:
-        raise EvaluationError(f"{source.model_path}: the model has {model_num_classes(model)} outputs "
-                                 f"but the ensemble has {num_classes} classes")
-    size = model_image_size(model)
-    items, skipped = prepare(samples, settings_for(size, **source.settings),
-                             args.cache_dir or source.cache_dir, args.on_bad_image)
+    predictor = predictor_for(source, classes, args.cache_dir, args.batch_size)
+    items, skipped = predictor.prepare(samples, args.on_bad_image)
     for line in skipped:
         log(f"skipped by {source.spec}: {line}")
     if skipped_lines is not None:
         skipped_lines.extend(skipped)
     if not items:
         return {}
-    pred = predict_items(model, items, num_classes, args.batch_size, with_cams=False)
-    log(f"{source.spec}: {len(items)} images at {size} px")
+    pred = predictor.predict_items(items, with_cams=False)
+    log(f"{source.spec}: {len(items)} images at {predictor.image_size} px")
     return dict(zip(pred.paths, pred.probs))
 
 
@@ -118,7 +110,7 @@ def run_ensemble(args, log=print) -> dict:
     if not samples:
         raise EvaluationError(f"{args.data}: the {args.split} split is empty")
     bad: list[str] = []
-    per_model = [member_probs(s, samples, len(classes), args, log, bad) for s in sources]
+    per_model = [member_probs(s, samples, classes, args, log, bad) for s in sources]
     kept, dropped = align(samples, per_model)
     if dropped:
         log(f"dropped {dropped} image(s) that at least one model could not use")

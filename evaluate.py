@@ -87,10 +87,8 @@ def _on_bad(args, source) -> str:
 def evaluate(args, log=print) -> dict:
     from dermo.data.datasets import unlabelled_samples
     from dermo.evaluation.report import write_labelled, write_unlabelled
-    from dermo.evaluation.sources import EvaluationError, mask_source, resolve_source
-    from dermo.pipeline.prepare import prepare, settings_for
-    from dermo.predict.loading import load_model_safely, model_image_size, model_num_classes
-    from dermo.predict.predictions import predict_items
+    from dermo.evaluation.sources import EvaluationError, mask_source, predictor_for, resolve_source
+    from dermo.predict.loading import load_model_safely
     from dermo.predict.tta import check_tta
     from dermo.run.folder import SEG_MODEL
 
@@ -101,24 +99,20 @@ def evaluate(args, log=print) -> dict:
     if args.images:
         if source.classes is None:
             raise EvaluationError("--images with --model needs --task binary|multiclass (class names "
-                                     "cannot come from unlabelled images)")
+                                  "cannot come from unlabelled images)")
         samples, classes, skipped = unlabelled_samples(args.images), source.classes, []
         data_source = args.images
     else:
         samples, classes, data_source, skipped = labelled_samples(args, source)
-    model = load_model_safely(source.model_path)
-    if model_num_classes(model) != len(classes):
-        raise EvaluationError(f"{source.model_path}: the model has {model_num_classes(model)} outputs "
-                                 f"but the classes are {', '.join(classes)}")
-    size = model_image_size(model)
+    predictor = predictor_for(source, classes, args.cache_dir, args.batch_size)
+    size = predictor.image_size
     out = default_out(args, source)
-    settings = settings_for(size, **source.settings)
-    items, bad = prepare(samples, settings, args.cache_dir or source.cache_dir, _on_bad(args, source))
+    items, bad = predictor.prepare(samples, _on_bad(args, source))
     skipped += bad
     if not items:
         raise EvaluationError(f"{data_source}: no usable images left (all {len(samples)} skipped)")
     kept = {it.source for it in items}
-    pred = predict_items(model, items, len(classes), args.batch_size, args.tta, progress=True)
+    pred = predictor.predict_items(items, args.tta, progress=True)
     for line in skipped:
         log(f"skipped: {line}")
     if args.images:
@@ -128,6 +122,7 @@ def evaluate(args, log=print) -> dict:
         log(f"wrote {out}/predictions.csv and cams.png")
         return {"n": len(frame), "skipped": skipped}
     extra = {"split": args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
+             "preprocessing": {"hair": predictor.hair, "color": predictor.color},
              "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,
              "predict_seconds": round(time.perf_counter() - start, 2)}

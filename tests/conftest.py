@@ -47,6 +47,26 @@ def pipeline_set(tmp_path_factory):
     return SimpleNamespace(synth=synth, dataset=dataset, train_items=items)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The one finished training run of the session, shared by every test that needs a trained model
+    (Predictor, evaluate round trips, export, viewer): the headline path `train.py --task multiclass
+    --backbone B4` (bcc/mel/scc, focal loss) from scratch at 64 px, 2 epochs of 27 generated images, with
+    --class-weight balanced and --monitor val_balanced_accuracy. Returns the run folder; treat it as
+    read-only (write evaluations elsewhere with --out)."""
+    import train
+    from dermo.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    data = write_dataset(root / "multiclass", "multiclass", n=36, size=64, seed=1, workers=1)
+    out = root / "run"
+    rc = train.main(["--data", str(data), "--task", "multiclass", "--backbone", "B4", "--image-size", "64",
+                     "--batch-size", "8", "--epochs", "2", "--weights", "none", "--workers", "1",
+                     "--class-weight", "balanced", "--monitor", "val_balanced_accuracy", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def cam_model64():
     """A B0 CAMModel at 64 px (2x2 feature maps, the smallest grid where the CAM terms are defined),
@@ -91,8 +111,9 @@ def random_classifier(num_classes: int, size: int, seed: int, data):
     from dermo.pipeline.prepare import prepare, settings_for
 
     keras.utils.set_random_seed(seed)
-    inputs, (probs, _, pooled) = build_graph("B0", num_classes, size, weights="none")
-    model = inference_model(keras.Model(inputs, [probs, pooled]))
+    inputs, out = build_graph("B0", num_classes, size, weights="none")
+    pooled = out["pooled"]
+    model = inference_model(keras.Model(inputs, out["probs"]))
     items, _ = prepare(load_dataset(data).val, settings_for(size))
     x = LesionBatches(items, num_classes, size, batch_size=len(items))[0][0]
     g = np.asarray(keras.Model(inputs, pooled)(x, training=False), np.float64)     # (N,C), eager: no trace
@@ -117,3 +138,31 @@ def fake_run(folder, model, data, task, classes):
     (folder / "classes.json").write_text(json.dumps({"classes": classes}))
     model.save(folder / "model.keras")
     return folder
+
+
+def write_notop_weights(path, layout: str, backbone: str = "B0"):
+    """A no-top EfficientNet weights .h5 in a real file layout with random values (no download needed):
+    "keras"        keras.applications' imagenet file (Keras-2 h5 weights layout, ImageNet mean and std² in
+                   the input Normalization layer, exactly as the download stores them);
+    "efficientnet" the `efficientnet` package's files (e.g. its noisy-student download)."""
+    import h5py
+    import keras
+    import numpy as np
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from dermo.model.backbones import IMAGENET_MEAN, IMAGENET_STD, normalization_layer
+
+    keras.utils.set_random_seed(1)
+    if layout == "keras":
+        model = getattr(keras.applications, f"EfficientNet{backbone}")(include_top=False, weights=None,
+                                                                        input_shape=(64, 64, 3))
+        norm = normalization_layer(model)
+        norm.set_weights([np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32") ** 2]
+                         + norm.get_weights()[2:])
+    else:
+        import efficientnet.tfkeras as efn
+
+        model = getattr(efn, f"EfficientNet{backbone}")(include_top=False, weights=None, input_shape=(64, 64, 3))
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return path

@@ -96,8 +96,8 @@ def bad(tmp_path_factory):
 def model_files(bad):
     """An untrained 64 px B0 classifier saved as .keras and .h5 (predictions are not the point here)."""
     keras.utils.set_random_seed(0)
-    inputs, (probs, _, _) = build_graph("B0", 2, SIZE, weights="none")
-    model = keras.Model(inputs, probs)
+    inputs, out = build_graph("B0", 2, SIZE, weights="none")
+    model = keras.Model(inputs, out["probs"])
     paths = bad["root"] / "m.keras", bad["root"] / "m.h5"
     for p in paths:
         model.save(p)

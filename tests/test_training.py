@@ -88,7 +88,7 @@ def test_saved_models_reload_without_custom_code_and_agree(run_a, val_arrays):
 
     model = build_model(TrainConfig(image_size=64, weights="none"), 2)
     model.load_weights(run_a / runs.BEST_WEIGHTS)
-    np.testing.assert_allclose(model.predict(x, verbose=0)[0], p1, atol=1e-5)
+    np.testing.assert_allclose(model.predict(x, verbose=0)["probs"], p1, atol=1e-5)
 
 
 def test_val_predictions_do_not_collapse_to_one_class(run_a, val_arrays):

@@ -103,8 +103,10 @@ def _looks_truncated(path, data: np.ndarray) -> bool:
     return False
 
 
-def to_uint8_rgb(img: np.ndarray, path="<array>") -> np.ndarray:
-    """Any decoded image (grey, BGR, BGRA, 16-bit, float) -> uint8 RGB (H, W, 3)."""
+def to_uint8_rgb(img: np.ndarray, path="<array>", order: str = "BGR") -> np.ndarray:
+    """Any image (grey, colour with or without alpha, 8/16-bit or float) -> uint8 RGB (H, W, 3).
+    `order`: the channel order of a colour image, "BGR" as OpenCV decodes files, "RGB" for arrays from
+    other libraries (PIL, matplotlib, skimage)."""
     if img.dtype == np.uint16:
         img = (img / 257.0).round().astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
@@ -118,9 +120,9 @@ def to_uint8_rgb(img: np.ndarray, path="<array>") -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         return cv2.cvtColor(img[..., 0], cv2.COLOR_GRAY2RGB)
     if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if order == "BGR" else cv2.COLOR_RGBA2RGB)
     if img.ndim == 3 and img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if order == "BGR" else np.ascontiguousarray(img)
     raise BadInputError(path, f"unsupported image shape {img.shape}")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from dermo.data.datasets import TASK_CLASSES, Sample
 from dermo.predict.loading import MODEL_SUFFIXES, PredictError
 from dermo.run import folder as runs
+from dermo.run.contract import read_contract
 
 
 class EvaluationError(PredictError):
@@ -25,7 +26,7 @@ class Source:
     task: str
     classes: list[str] | None              # None: task auto without a run -> from the data
     run: runs.Run | None = None
-    settings: dict = field(default_factory=dict)   # hair / color flags for pipeline.settings_for
+    settings: dict = field(default_factory=dict)   # hair / color flags (empty: the model file's contract)
     cache_dir: str | None = None
 
 
@@ -44,7 +45,20 @@ def resolve_source(spec, task: str = "auto", kind: str = "auto") -> Source:
         raise EvaluationError(f"{spec}: neither a run folder nor a .h5/.keras model file")
     if not p.is_file():
         raise EvaluationError(f"{spec}: model file not found")
-    return Source(str(spec), p, task, list(TASK_CLASSES[task]) if task in TASK_CLASSES else None)
+    recorded = (read_contract(p) or {}).get("classes")
+    named = list(TASK_CLASSES[task]) if task in TASK_CLASSES else None
+    if recorded and named and list(recorded) != named:
+        raise EvaluationError(f"{spec}: the model was trained on classes {', '.join(recorded)}, not task "
+                              f"{task}'s ({', '.join(named)}); leave out --task")
+    return Source(str(spec), p, task, list(recorded) if recorded else named)
+
+
+def predictor_for(source: Source, classes: list[str], cache_dir=None, batch_size: int = 16):
+    """The Predictor of `source` with its own preprocessing (run config, else the model file's contract)."""
+    from dermo.predict.predictor import Predictor
+
+    return Predictor.from_model(source.model_path, classes, cache_dir=cache_dir or source.cache_dir,
+                                batch_size=batch_size, **source.settings)
 
 
 def check_classes(source: Source, data_classes: list[str], data) -> list[str]:

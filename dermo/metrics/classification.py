@@ -61,11 +61,23 @@ def _balanced_accuracy(y_true, y_pred) -> float:
         return float(balanced_accuracy_score(y_true, y_pred))
 
 
+def cross_entropy(y_true, probs) -> float:
+    """Mean −log p of the true class: the training's cross-entropy, from probabilities (rows renormalised).
+
+    Not sklearn's log_loss, which clips p at float64 eps (−log p ≤ 36) where the training loss, computed
+    from logits, is not clipped; here p is only kept above float32's smallest normal (−log p ≤ 87.3)."""
+    y_true = np.asarray(y_true).astype(int).ravel()
+    probs = np.asarray(probs, np.float64)
+    p = probs[np.arange(len(y_true)), y_true] / probs.sum(axis=1)
+    return float(-np.mean(np.log(np.maximum(p, np.finfo(np.float32).tiny))))
+
+
 def classification_metrics(y_true, probs, class_names) -> dict:
     """All headline numbers of one evaluation as a JSON-ready dict.
 
     y_true int (N,), probs (N, K), class_names list of K names (index = class id).
-    Keys: accuracy, balanced_accuracy, kappa, auc, f1_macro, n, per_class
+    Keys: accuracy, balanced_accuracy, kappa, auc, f1_macro, log_loss (mean −log p of the true class, the
+    training's cross-entropy), n, per_class
     ({name: {precision, recall, f1, support}}), confusion_matrix (K x K list, rows = true class).
     """
     y_true, probs, y_pred, labels = _check(y_true, probs, class_names)
@@ -81,6 +93,7 @@ def classification_metrics(y_true, probs, class_names) -> dict:
         "auc": auc_score(y_true, probs),
         "f1_macro": float(f1_score(y_true, y_pred, labels=labels, average="macro",
                                    zero_division=0)),
+        "log_loss": cross_entropy(y_true, probs),
         "n": int(y_true.size),
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

@@ -34,7 +34,7 @@ class Predictions:
     preview: dict | None = None      # images uint8 (n,S,S,3), cams (n,h,w), masks (n,S,S), index (n,)
 
 
-class _Predictor:
+class BatchPredictor:
     """Batch -> (probs (B,K), CAMs (B,h,w,K) or None); TTA averages both over the transforms.
     Every call has the same batch shape (the last batch is padded), so the graph is traced once."""
 
@@ -55,7 +55,7 @@ class _Predictor:
         return probs, (np.asarray(cams / self.tta, np.float32) if self.with_cams else None)
 
 
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
+def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
     """(b,...) -> (size,...) repeating the last row (keeps one traced batch shape)."""
     if len(x) == size:
         return x
@@ -75,7 +75,7 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
     `preview` images spread evenly over the set (so every class shows), with CAMs and masks, for cams.png."""
     size = model_image_size(model)
     batches = LesionBatches(items, num_classes, size, batch_size)
-    predictor = _Predictor(model, with_cams, tta)
+    predictor = BatchPredictor(model, with_cams, tta)
     probs, focus, pearson, max_abs = [], [], [], 0.0
     shown = {"images": [], "cams": [], "masks": [], "index": []}
     chosen = set(np.linspace(0, len(items) - 1, min(preview, len(items))).round().astype(int).tolist())
@@ -91,7 +91,7 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
             if i + 1 < len(batches):
                 nxt = pool.submit(batches.__getitem__, i + 1)
             b = len(x)
-            p, cams = predictor(_pad(x, batch_size))
+            p, cams = predictor(pad_batch(x, batch_size))
             probs.append(p[:b])
             if not with_cams:
                 continue

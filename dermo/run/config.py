@@ -10,6 +10,10 @@ from pathlib import Path
 from dermo.errors import DermoError
 
 
+CLASS_WEIGHTS = ("none", "balanced")
+MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc")
+
+
 class ConfigError(DermoError, ValueError):
     """An option value that cannot train; one line naming the option and the valid range."""
 
@@ -37,6 +41,8 @@ class TrainConfig:
     lambda_seg: float = 1.0
     bn_momentum: float | None = None      # None: 0.9 when training from scratch, else the backbone's
     bn_recalibration_batches: int = 8     # precise-BN batches before each validation (0: off)
+    class_weight: str = "none"            # "balanced": L_cls weighted n/(K·n_k) in training
+    monitor: str = "val_accuracy"         # early stopping and the best checkpoint (max)
     learning_rate: float = 1.0
     early_stopping_patience: int = 10
     lr_patience: int = 2
@@ -94,6 +100,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--bn-recalibration-batches", type=int, default=d.bn_recalibration_batches,
                    help="re-estimate BatchNorm statistics on N training batches before each validation "
                         "(0 = off)")
+    p.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=d.class_weight,
+                   help="balanced: weight the classification loss by n/(K·n_k) (imbalanced classes)")
+    p.add_argument("--monitor", choices=MONITORS, default=d.monitor,
+                   help="validation number (whole val set, each epoch) for early stopping and the best "
+                        "checkpoint")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
     p.add_argument("--lr-patience", type=int, default=d.lr_patience)
@@ -128,7 +139,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
              (cfg.cam_temperature > 0, f"--cam-temperature {cfg.cam_temperature}: must be positive"),
              (cfg.focal_gamma >= 0, f"--focal-gamma {cfg.focal_gamma}: must be 0 or more"),
              (0 <= cfg.center_momentum <= 1,
-              f"--center-momentum {cfg.center_momentum}: use a value in [0, 1]")]
+              f"--center-momentum {cfg.center_momentum}: use a value in [0, 1]"),
+             (cfg.class_weight in CLASS_WEIGHTS,
+              f"--class-weight {cfg.class_weight}: use one of {', '.join(CLASS_WEIGHTS)}"),
+             (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}")]
     rules += [(v >= 0, f"{name} {v}: loss weights must be 0 (off) or more") for name, v in lambdas.items()]
     for ok, message in rules:
         if not ok:

@@ -10,6 +10,7 @@ from pathlib import Path
 from dermo.data.imageio import atomic_write_bytes
 from dermo.errors import DermoError
 from dermo.run.config import TrainConfig
+from dermo.run.contract import embed_contract
 
 CONFIG = "config.json"
 CLASSES = "classes.json"
@@ -44,13 +45,16 @@ def read_json(path) -> dict:
         raise RunError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
-def save_keras_atomic(model, path, weights_only: bool = False) -> None:
+def save_keras_atomic(model, path, weights_only: bool = False, contract: dict | None = None) -> None:
     """model.save (or save_weights) to a temporary name in the same folder, then rename: a kill never
-    leaves half a file. The temporary name keeps the suffix Keras checks (.keras, .h5, .weights.h5)."""
+    leaves half a file. The temporary name keeps the suffix Keras checks (.keras, .h5, .weights.h5).
+    `contract` (dermo.run.contract) is embedded in the model file before the rename."""
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         (model.save_weights if weights_only else model.save)(tmp)
+        if contract is not None:
+            embed_contract(tmp, contract)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -4,6 +4,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from dermo.metrics import classification_metrics
+from dermo.model.names import PROBS_LAYER
 
 class CenterRefresh(keras.callbacks.Callback):
     """At each epoch end move the class centres to the features seen in that epoch."""
@@ -53,3 +55,32 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         finally:
             for layer, momentum in zip(layers, saved):
                 layer.momentum = momentum
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """After each validation, the numbers of the WHOLE validation set (not per-batch means) added to the
+    epoch's logs: val_balanced_accuracy, val_kappa, val_auc (NaN where undefined). Must come before the
+    callbacks that read them (CSVLogger, EarlyStopping, RunCheckpoint): Keras hands every callback the same
+    logs dict. One extra forward pass of the validation images through the probability head."""
+
+    KEYS = ("balanced_accuracy", "kappa", "auc")
+
+    def __init__(self, batches, num_classes: int):
+        super().__init__()
+        self.batches = batches
+        self.num_classes = num_classes
+        self._probs_model = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or "val_loss" not in logs:
+            return
+        if self._probs_model is None:
+            self._probs_model = keras.Model(self.model.inputs, self.model.get_layer(PROBS_LAYER).output)
+        probs, labels = [], []
+        for i in range(len(self.batches)):
+            x, (y, _) = self.batches[i]
+            probs.append(np.asarray(self._probs_model.predict_on_batch(x), np.float64))   # (b,K)
+            labels.append(np.asarray(y).argmax(1))
+        m = classification_metrics(np.concatenate(labels), np.concatenate(probs), list(range(self.num_classes)))
+        for key in self.KEYS:
+            logs[f"val_{key}"] = float("nan") if m[key] is None else float(m[key])

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from dermo.data.datasets import loss_kind
 from dermo.model.cam_model import CAMModel, LossConfig
+from dermo.model.names import GAP_LAYER
 from dermo.model.network import build_graph, set_bn_momentum
 from dermo.pipeline.batches import LesionBatches
 from dermo.run.config import TrainConfig
@@ -32,19 +33,27 @@ def make_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def loss_config(cfg: TrainConfig, num_classes: int) -> LossConfig:
+def balanced_class_weights(labels, num_classes: int) -> tuple[float, ...]:
+    """w_k = n / (K · n_k) (scikit-learn's "balanced"); a class without images gets 1."""
+    counts = np.bincount(np.asarray(labels, int), minlength=num_classes).astype("float64")
+    n = counts.sum()
+    return tuple(float(n / (num_classes * c)) if c else 1.0 for c in counts)
+
+
+def loss_config(cfg: TrainConfig, num_classes: int, class_weights=None) -> LossConfig:
     return LossConfig(classification=loss_kind(num_classes), lambda_center=cfg.lambda_center,
                       lambda_cskl=cfg.lambda_cskl, lambda_mask=cfg.lambda_mask, cskl=cfg.cskl,
                       lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
                       focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum,
-                      lambda_seg=cfg.lambda_seg)
+                      lambda_seg=cfg.lambda_seg,
+                      class_weights=tuple(class_weights) if class_weights is not None else None)
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> CAMModel:
-    """The CAMModel for `cfg` (not compiled)."""
+def build_model(cfg: TrainConfig, num_classes: int, class_weights=None) -> CAMModel:
+    """The CAMModel for `cfg` (not compiled); `class_weights` (K,) weight L_cls in training."""
     inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout,
                                   head=cfg.head)
-    model = CAMModel(inputs, outputs, loss_config(cfg, num_classes), name="dermo_cam_model")
+    model = CAMModel(inputs, outputs, loss_config(cfg, num_classes, class_weights), name="dermo_cam_model")
     momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
     if momentum:
         set_bn_momentum(model, momentum)
@@ -60,7 +69,7 @@ def compile_model(model: CAMModel, cfg: TrainConfig) -> None:
 
 def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
     """Class means of the pooled features over the training set (inference mode) -> (K, C)."""
-    pooled_model = keras.Model(model.input, model.outputs[2])
+    pooled_model = keras.Model(model.inputs, model.get_layer(GAP_LAYER).output)
     sums = np.zeros(tuple(model.centers.shape), "float64")
     counts = np.zeros(model.num_classes)
     for i in range(len(batches)):

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from dermo import __version__
 from dermo.data.datasets import Dataset, load_dataset
 from dermo.errors import DermoError
 from dermo.model.backbones import check_image_size, check_weights, get_backbone
@@ -19,18 +20,19 @@ from dermo.pipeline.batches import LesionBatches
 from dermo.pipeline.prepare import prepare, settings_for
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig, check_config
-from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm
+from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm, ValidationMetrics
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
-from dermo.training.setup import build_model, compile_model, initial_centers, make_strategy, set_seeds
+from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
+                                  make_strategy, set_seeds)
 
 
 class TrainingError(DermoError, RuntimeError):
     """Training could not go on; one line saying why and what to do."""
 
 
-def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_batches,
+def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_batches, num_classes: int,
                    resume_state: dict | None = None) -> list:
-    early = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.early_stopping_patience,
+    early = keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience,
                                           mode="max", restore_best_weights=True, verbose=1)
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                                 min_lr=1e-4, verbose=1)
@@ -38,11 +40,12 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, train_batches, calibration_b
         CenterRefresh(),
         NaNGuard(),
         PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),
+        ValidationMetrics(val_batches, num_classes),      # before every callback that reads its numbers
         keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=resume_state is not None),
         plateau,
         early,
         # last: restores the two above after their own on_train_begin reset; saves after they updated
-        RunCheckpoint(run_dir, [early, plateau], monitor="val_accuracy", best_name=runs.BEST_WEIGHTS,
+        RunCheckpoint(run_dir, [early, plateau], monitor=cfg.monitor, best_name=runs.BEST_WEIGHTS,
                       resume_state=resume_state),
     ]
 
@@ -90,6 +93,12 @@ def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Run a whole training; returns the run folder."""
+    return train_model(cfg, log)[0]
+
+
+def train_model(cfg: TrainConfig, log=print) -> tuple[Path, CAMModel]:
+    """Run a whole training; returns the run folder and the trained in-memory model (best weights), the very
+    model whose inference graph was saved."""
     check_setup(cfg)
     set_seeds(cfg.seed, cfg.deterministic)
     if cfg.mixed_precision:
@@ -101,8 +110,12 @@ def train(cfg: TrainConfig, log=print) -> Path:
     runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
     strategy = make_strategy(cfg.strategy)
     log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
+    class_weights = (balanced_class_weights([it.label for it in train_items], ds.num_classes)
+                     if cfg.class_weight == "balanced" else None)
+    if class_weights is not None:
+        log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(ds.classes, class_weights)))
     with strategy.scope():
-        model = build_model(cfg, ds.num_classes)
+        model = build_model(cfg, ds.num_classes, class_weights)
         compile_model(model, cfg)
     train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
                                   seed=cfg.seed, workers=cfg.workers)
@@ -121,7 +134,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
         train_batches.set_epoch(initial_epoch)        # the shuffle/augmentation of that epoch
         truncate_history(run_dir / runs.HISTORY, initial_epoch)
         log(f"resuming {run_dir} after epoch {initial_epoch}")
-    callbacks = make_callbacks(cfg, run_dir, train_batches, plain_batches, state)
+    callbacks = make_callbacks(cfg, run_dir, val_batches, plain_batches, ds.num_classes, state)
     start = time.time()
     # shuffle=False: LesionBatches shuffles itself from (seed, epoch); Keras' own batch shuffling uses
     # Python's global `random`, which a resumed process cannot replay
@@ -132,28 +145,44 @@ def train(cfg: TrainConfig, log=print) -> Path:
         raise TrainingError(guard.message)
     if (run_dir / runs.BEST_WEIGHTS).exists():
         model.load_weights(run_dir / runs.BEST_WEIGHTS)
-    finish_run(cfg, run_dir, model, ds, time.time() - start, log)
-    return run_dir
+    finish_run(cfg, run_dir, model, ds, time.time() - start, log, class_weights)
+    return run_dir, model
 
 
-def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log) -> None:
+def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
+    """What a saved classifier needs to be used correctly (dermo.run.contract): classes, input size and the
+    preprocessing of its training images."""
+    return {"classes": list(classes), "task": cfg.task, "image_size": cfg.image_size,
+            "preprocessing": {"hair": cfg.hair_removal, "color": cfg.color_constancy,
+                              "p": settings_for(cfg.image_size).p,
+                              "cache_size": settings_for(cfg.image_size).size},
+            "input": "RGB float 0..255 (B,S,S,3) after the preprocessing; normalisation is inside the model",
+            "backbone": cfg.backbone, "weights": cfg.weights if cfg.weights in ("imagenet", "noisy-student",
+                                                                                   "none") else "file",
+            "feature_layer": get_backbone(cfg.backbone).feature_layer, "dermo_version": __version__}
+
+
+def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log,
+               class_weights=None) -> None:
     from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
 
+    contract = model_contract(cfg, ds.classes)
     net = inference_model(model)
-    runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS)
-    runs.save_keras_atomic(net, run_dir / runs.MODEL_H5)
+    runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS, contract=contract)
+    runs.save_keras_atomic(net, run_dir / runs.MODEL_H5, contract=contract)
     segmenter = segmentation_model(model)
     if segmenter is not None:
-        runs.save_keras_atomic(segmenter, run_dir / runs.SEG_MODEL)
+        runs.save_keras_atomic(segmenter, run_dir / runs.SEG_MODEL, contract=contract)
     history = pd.read_csv(run_dir / runs.HISTORY)
     plot_history(history, run_dir / runs.CURVES)
     config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,
               "data_source": ds.source, "feature_layer": get_backbone(cfg.backbone).feature_layer,
+              "class_weights": class_weights, "preprocessing": contract["preprocessing"],
               "train_seconds": round(seconds, 1), "skipped": ds.skipped}
     runs.write_json(run_dir / runs.CONFIG, config)
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    best = history["val_accuracy"].max() if "val_accuracy" in history else float("nan")
-    log(f"done in {seconds:.0f} s: best val accuracy {best:.3f}. Run folder: {run_dir}/ "
+    best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")
+    log(f"done in {seconds:.0f} s: best {cfg.monitor.replace('_', ' ')} {best:.3f}. Run folder: {run_dir}/ "
         f"(curves.png, history.csv, model.keras). Evaluate: python3 evaluate.py --run {run_dir}")
 
 
