@@ -93,15 +93,16 @@ def test_center_sums_hand_values_zero_count_row():
     np.testing.assert_array_equal(npv(counts), [2, 0, 1])
 
 
-# new_k = m·old_k + (1−m)·s_k/n_k if n_k > 0 else old_k  (docs/method.md §5), worked out by hand below for
-# old = [(2,−4), (7,−7), (1,1)], s = [(6,8), (0,0), (12,−4)], n = [2, 0, 4]  ->  means (3,4), —, (3,−1)
+# new_k = m·old_k + (1−m)·s_k/n_k if n_k > 0 else old_k  (docs/method.md §5), worked out by hand below
+# for old = [(2,−4), (7,−7), (1,1)], s = [(6,8), (0,0), (12,−4)], n = [2, 0, 4] -> means (3,4), —, (3,−1)
 CENTER_OLD = [[2.0, -4.0], [7.0, -7.0], [1.0, 1.0]]
 CENTER_SUMS = [[6.0, 8.0], [0.0, 0.0], [12.0, -4.0]]
 CENTER_COUNTS = [2.0, 0.0, 4.0]
 
 
 @pytest.mark.parametrize("momentum,expected", [
-    # m = 0.75: 0.75·(2,−4) + 0.25·(3,4) = (1.5+0.75, −3+1);  0.75·(1,1) + 0.25·(3,−1) = (0.75+0.75, 0.75−0.25)
+    # m = 0.75: 0.75·(2,−4) + 0.25·(3,4) = (1.5+0.75, −3+1)
+    #           0.75·(1,1) + 0.25·(3,−1) = (0.75+0.75, 0.75−0.25)
     (0.75, [[2.25, -2.0], [7.0, -7.0], [1.5, 0.5]]),
     # m = 0.5 (the default): halfway, (2+3)/2, (−4+4)/2;  (1+3)/2, (1−1)/2
     (0.5, [[2.5, 0.0], [7.0, -7.0], [2.0, 0.0]]),
