@@ -99,17 +99,39 @@ def test_center_loss_hand_value_absent_class():
     np.testing.assert_allclose(g, 2 * (pooled - centers[labels]) / 6, rtol=1e-6)
 
 
-def test_center_sums_and_update_keep_zero_count_rows():
+def test_center_sums_hand_values_zero_count_row():
     pooled = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], np.float32)
     sums, counts = center_sums(pooled, np.array([0, 2, 0]), 3)
-    np.testing.assert_allclose(npv(sums), [[6, 8], [0, 0], [3, 4]])
-    np.testing.assert_allclose(npv(counts), [2, 0, 1])
-    old = np.array([[0.0, 0.0], [7.0, -7.0], [1.0, 1.0]], np.float32)
-    new = npv(updated_centers(old, sums, counts, momentum=0.75))
-    np.testing.assert_allclose(new[0], 0.25 * np.array([3.0, 4.0]))
-    np.testing.assert_allclose(new[1], [7.0, -7.0])  # count 0: unchanged, no NaN
-    np.testing.assert_allclose(new[2], 0.75 * np.array([1.0, 1.0]) + 0.25 * np.array([3, 4]))
-    np.testing.assert_allclose(npv(updated_centers(old, sums, counts, 0.0))[0], [3.0, 4.0])
+    # class 0: rows 0 and 2 -> (1+5, 2+6) = (6, 8), 2 images; class 1: none; class 2: row 1 -> (3, 4), 1 image
+    np.testing.assert_array_equal(npv(sums), [[6, 8], [0, 0], [3, 4]])
+    np.testing.assert_array_equal(npv(counts), [2, 0, 1])
+
+
+# new_k = m·old_k + (1−m)·s_k/n_k if n_k > 0 else old_k  (docs/method.md §5), worked out by hand below
+# for old = [(2,−4), (7,−7), (1,1)], s = [(6,8), (0,0), (12,−4)], n = [2, 0, 4] -> means (3,4), —, (3,−1)
+CENTER_OLD = [[2.0, -4.0], [7.0, -7.0], [1.0, 1.0]]
+CENTER_SUMS = [[6.0, 8.0], [0.0, 0.0], [12.0, -4.0]]
+CENTER_COUNTS = [2.0, 0.0, 4.0]
+
+
+@pytest.mark.parametrize("momentum,expected", [
+    # m = 0.75: 0.75·(2,−4) + 0.25·(3,4) = (1.5+0.75, −3+1)
+    #           0.75·(1,1) + 0.25·(3,−1) = (0.75+0.75, 0.75−0.25)
+    (0.75, [[2.25, -2.0], [7.0, -7.0], [1.5, 0.5]]),
+    # m = 0.5 (the default): halfway, (2+3)/2, (−4+4)/2;  (1+3)/2, (1−1)/2
+    (0.5, [[2.5, 0.0], [7.0, -7.0], [2.0, 0.0]]),
+    # m = 0: the epoch means replace the centres
+    (0.0, [[3.0, 4.0], [7.0, -7.0], [3.0, -1.0]]),
+    # m = 1: centres frozen
+    (1.0, [[2.0, -4.0], [7.0, -7.0], [1.0, 1.0]]),
+])
+def test_updated_centers_momentum_formula_by_hand(momentum, expected):
+    new = npv(updated_centers(np.array(CENTER_OLD, np.float32), np.array(CENTER_SUMS, np.float32),
+                              np.array(CENTER_COUNTS, np.float32), momentum=momentum))
+    assert new.shape == (3, 2) and new.dtype == np.float32
+    assert np.isfinite(new).all()                           # class 1 (count 0): no 0/0
+    np.testing.assert_allclose(new, expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(new[1], [7.0, -7.0])      # unseen class keeps its old centre exactly
 
 
 # ---------------------------------------------------------------- cskl

@@ -1,11 +1,11 @@
-"""dermo.metrics against scikit-learn / hand-computed answers, and dermo.evaluation.plots smoke-to-file."""
+"""dermo.metrics against hand-computed answers on tiny hand-made arrays, and dermo.evaluation.plots
+smoke-to-file."""
 import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn import metrics as skm
 
 from dermo import metrics
 from dermo.evaluation import plots
@@ -20,36 +20,93 @@ def _random_task(k, n=200, seed=0, skill=1.5):
     return y, probs
 
 
-@pytest.mark.parametrize("k,names", [(2, ["nevus", "others"]), (3, ["bcc", "mel", "scc"])])
-def test_classification_metrics_equal_sklearn(k, names):
-    y, probs = _random_task(k, seed=k)
-    pred = probs.argmax(1)
-    m = metrics.classification_metrics(y, probs, names)
-    assert m["n"] == len(y)
-    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
-    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
-    assert m["kappa"] == pytest.approx(skm.cohen_kappa_score(y, pred))
-    assert m["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
-    expected_auc = (skm.roc_auc_score(y, probs[:, 1]) if k == 2
-                    else skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
-    assert m["auc"] == pytest.approx(expected_auc)
-    assert 0.5 < m["auc"] < 1.0 and 1 / k < m["accuracy"] < 1.0     # informative data
-    cm = skm.confusion_matrix(y, pred)
-    assert m["confusion_matrix"] == cm.tolist()
-    p, r, f, s = skm.precision_recall_fscore_support(y, pred)
-    for i, name in enumerate(names):
-        assert m["per_class"][name] == pytest.approx(
-            {"precision": p[i], "recall": r[i], "f1": f[i], "support": s[i]})
+# ---- classification numbers, worked out by hand ------------------------------------------------------------
+
+# Binary, imbalanced (4 negatives, 2 positives); prediction = argmax = [p1 > 0.5]:
+#   y    0    0    0    0    1     1
+#   p1   0.1  0.3  0.6  0.2  0.55  0.9
+#   pred 0    0    1    0    1     1
+# confusion matrix (rows = true) [[3, 1], [0, 2]]
+BIN_Y = np.array([0, 0, 0, 0, 1, 1])
+BIN_P1 = np.array([0.1, 0.3, 0.6, 0.2, 0.55, 0.9])
+BIN_PROBS = np.stack([1 - BIN_P1, BIN_P1], 1)
+
+# Three classes, imbalanced (3, 2, 2 images):
+#   i  y  p(bcc, mel, scc)   pred
+#   0  0  .7  .2  .1          0
+#   1  0  .3  .5  .2          1
+#   2  0  .6  .3  .1          0
+#   3  1  .2  .6  .2          1
+#   4  1  .1  .3  .6          2
+#   5  2  .2  .1  .7          2
+#   6  2  .3  .4  .3          1
+# confusion matrix (rows = true) [[2, 1, 0], [0, 1, 1], [0, 1, 1]]; row sums (3, 2, 2), column sums (2, 3, 2)
+TRI_Y = np.array([0, 0, 0, 1, 1, 2, 2])
+TRI_PROBS = np.array([[.7, .2, .1], [.3, .5, .2], [.6, .3, .1], [.2, .6, .2], [.1, .3, .6], [.2, .1, .7],
+                      [.3, .4, .3]])
+TRI_NAMES = ["bcc", "mel", "scc"]
+
+
+def test_binary_metrics_hand_computed():
+    m = metrics.classification_metrics(BIN_Y, BIN_PROBS, ["nevus", "others"])
+    assert m["n"] == 6
+    assert m["confusion_matrix"] == [[3, 1], [0, 2]]
+    assert m["accuracy"] == pytest.approx(5 / 6)                        # (3 + 2) / 6
+    assert m["balanced_accuracy"] == pytest.approx(7 / 8)               # recalls 3/4, 2/2 -> (3/4 + 1) / 2
+    # kappa = (p_o − p_e) / (1 − p_e): p_o = 5/6; p_e = Σ row sum·column sum / n² = (4·3 + 2·3) / 36 = 1/2
+    #         -> (5/6 − 1/2) / (1 − 1/2) = 2/3
+    assert m["kappa"] == pytest.approx(2 / 3)
+    # AUC of p1, counting (positive, negative) pairs ordered right: 0.9 beats all 4 negatives, 0.55 beats
+    # 0.1, 0.3, 0.2 but not 0.6 -> 7 of 8 pairs
+    assert m["auc"] == pytest.approx(7 / 8)
+    # nevus: precision 3/3, recall 3/4, F1 = 2·1·(3/4) / (1 + 3/4) = 6/7
+    # others: precision 2/3, recall 2/2, F1 = 2·(2/3)·1 / (2/3 + 1) = 4/5;  macro (6/7 + 4/5) / 2 = 29/35
+    assert m["f1_macro"] == pytest.approx(29 / 35)
+    assert m["per_class"] == {
+        "nevus": {"precision": pytest.approx(1.0), "recall": pytest.approx(3 / 4), "f1": pytest.approx(6 / 7),
+                  "support": 4},
+        "others": {"precision": pytest.approx(2 / 3), "recall": pytest.approx(1.0),
+                   "f1": pytest.approx(4 / 5), "support": 2}}
     json.dumps(m, allow_nan=False)                          # strict-JSON ready
 
 
-def test_binary_auc_hand_computed():
+def test_three_class_metrics_hand_computed():
+    m = metrics.classification_metrics(TRI_Y, TRI_PROBS, TRI_NAMES)
+    assert m["n"] == 7
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 1, 1]]
+    assert m["accuracy"] == pytest.approx(4 / 7)                        # (2 + 1 + 1) / 7
+    assert m["balanced_accuracy"] == pytest.approx(5 / 9)               # (2/3 + 1/2 + 1/2) / 3
+    # kappa: p_o = 4/7 = 28/49; p_e = (3·2 + 2·3 + 2·2) / 49 = 16/49
+    #        -> (28/49 − 16/49) / (1 − 16/49) = 12/33 = 4/11
+    assert m["kappa"] == pytest.approx(4 / 11)
+    # one-vs-rest AUC per class by pair counting (a tie counts 1/2):
+    #   bcc: positives .7 .3 .6 vs negatives .2 .1 .2 .3 -> 4 + 3.5 (.3 ties .3) + 4 = 11.5 of 12
+    #   mel: positives .6 .3 vs negatives .2 .5 .3 .1 .4 -> 5 + 2.5 (beats .2 .1, ties .3) = 7.5 of 10
+    #   scc: positives .7 .3 vs negatives .1 .2 .1 .2 .6 -> 5 + 4 = 9 of 10
+    #   macro = (23/24 + 3/4 + 9/10) / 3 = (115 + 90 + 108) / 120 / 3 = 313/360
+    assert m["auc"] == pytest.approx(313 / 360)
+    # precision 2/2, 1/3, 1/2; recall 2/3, 1/2, 1/2
+    # F1 = 2PR / (P + R): bcc 2·1·(2/3) / (5/3) = 4/5; mel 2·(1/3)·(1/2) / (5/6) = 2/5; scc 1/2
+    # macro (4/5 + 2/5 + 1/2) / 3 = 17/30
+    assert m["f1_macro"] == pytest.approx(17 / 30)
+    expected = {"bcc": (1.0, 2 / 3, 4 / 5, 3), "mel": (1 / 3, 1 / 2, 2 / 5, 2),    # precision, recall, F1,
+                "scc": (1 / 2, 1 / 2, 1 / 2, 2)}                                   # support
+    for name, (precision, recall, f1, support) in expected.items():
+        assert m["per_class"][name] == pytest.approx(
+            {"precision": precision, "recall": recall, "f1": f1, "support": support}), name
+        assert isinstance(m["per_class"][name]["support"], int)
+    json.dumps(m, allow_nan=False)
+
+
+def test_binary_auc_counts_pairs_and_half_ties():
     y = np.array([0, 0, 1, 1])
     p1 = np.array([0.1, 0.4, 0.35, 0.8])                   # 3 of 4 pos/neg pairs ordered right
     m = metrics.classification_metrics(y, np.stack([1 - p1, p1], 1), ["a", "b"])
     assert m["auc"] == pytest.approx(0.75)
     assert m["accuracy"] == pytest.approx(0.75)             # 0.35 -> class 0 (wrong)
     assert m["confusion_matrix"] == [[2, 0], [1, 1]]
+    p1 = np.array([0.1, 0.4, 0.4, 0.8])                    # 0.8: 2 pairs; 0.4: beats 0.1, ties 0.4 -> 3.5 / 4
+    assert metrics.auc_score(y, np.stack([1 - p1, p1], 1)) == pytest.approx(0.875)
 
 
 def test_missing_class_gives_auc_none_and_full_confusion_matrix():
@@ -57,10 +114,26 @@ def test_missing_class_gives_auc_none_and_full_confusion_matrix():
     probs = np.array([[.8, .1, .1], [.2, .1, .7], [.1, .8, .1], [.3, .6, .1], [.5, .4, .1]])
     m = metrics.classification_metrics(y, probs, ["bcc", "mel", "scc"])
     assert m["auc"] is None
-    assert np.array(m["confusion_matrix"]).shape == (3, 3)
-    assert m["confusion_matrix"][0] == [2, 0, 1]
+    assert m["confusion_matrix"] == [[2, 0, 1], [0, 2, 0], [0, 0, 0]]
     assert m["per_class"]["scc"]["support"] == 0
+    assert m["accuracy"] == pytest.approx(4 / 5)
+    assert m["balanced_accuracy"] == pytest.approx(5 / 6)   # mean recall over present classes: (2/3 + 1) / 2
+    # kappa over all 3 classes: p_o = 4/5; p_e = (3·2 + 2·2 + 0·1) / 25 = 2/5
+    #                           -> (4/5 − 2/5) / (3/5) = 2/3
+    assert m["kappa"] == pytest.approx(2 / 3)
+    # F1 over the 3 classes: bcc P 1, R 2/3 -> 4/5; mel 1; scc (predicted once, never true) 0 -> 1.8 / 3
+    assert m["f1_macro"] == pytest.approx(0.6)
+    json.dumps(m, allow_nan=False)
     assert "auc: n/a" in metrics.report_text(y, probs, ["bcc", "mel", "scc"])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # sklearn's 0/0 in kappa
+def test_single_class_labels_give_kappa_and_auc_none():
+    # all true and predicted 0: p_o = p_e = 1, kappa = 0/0 -> None; AUC undefined -> None
+    m = metrics.classification_metrics([0, 0], np.array([[.9, .1], [.8, .2]]), ["a", "b"])
+    assert m["kappa"] is None and m["auc"] is None
+    assert m["accuracy"] == 1.0 and m["confusion_matrix"] == [[2, 0], [0, 0]]
+    json.dumps(m, allow_nan=False)
 
 
 def test_bad_shapes_are_one_clear_error():
@@ -71,15 +144,12 @@ def test_bad_shapes_are_one_clear_error():
 
 
 def test_report_text_contains_the_numbers():
-    y, probs = _random_task(3, seed=7)
-    names = ["bcc", "mel", "scc"]
-    m = metrics.classification_metrics(y, probs, names)
-    text = metrics.report_text(y, probs, names)
-    for key, label in [("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"),
-                       ("kappa", "kappa"), ("auc", "auc")]:
-        assert re.search(rf"^{label}: {m[key]:.4f}$", text, re.M), label
+    text = metrics.report_text(TRI_Y, TRI_PROBS, TRI_NAMES)
+    # the hand-computed numbers of test_three_class_metrics_hand_computed: 4/7, 5/9, 4/11, 313/360
+    for line in ("accuracy: 0.5714", "balanced accuracy: 0.5556", "kappa: 0.3636", "auc: 0.8694", "n: 7"):
+        assert re.search(rf"^{line}$", text, re.M), line
     assert "precision" in text and "recall" in text and "macro avg" in text
-    for name, row in zip(names, m["confusion_matrix"]):     # confusion-matrix rows printed
+    for name, row in zip(TRI_NAMES, [[2, 1, 0], [0, 1, 1], [0, 1, 1]]):     # confusion-matrix rows printed
         assert re.search(rf"^{name}\s+" + r"\s+".join(map(str, row)) + r"\s*$", text, re.M)
 
 
