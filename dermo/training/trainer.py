@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dermo.data.datasets import Dataset, load_dataset
+from dermo.data.duplicates import check_duplicates
 from dermo.errors import DermoError
 from dermo.model.backbones import check_image_size, check_weights, get_backbone
 from dermo.model.cam_model import CAMModel
@@ -71,7 +72,11 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
 
 
 def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
-    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image)
+    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
+                      cfg.group_column)
+    duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
+    if duplicates:
+        log(f"note: {len(duplicates)} exact duplicate image pair(s) across train and val (--allow-duplicates)")
     settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
     log(f"data: {ds.source} — classes {ds.classes}, {len(ds.train)} train / {len(ds.val)} val images")
     log("preprocessing (cached; hair removal, colour constancy, lesion masks)…")
