@@ -20,6 +20,7 @@ from dermo.pipeline.batches import LesionBatches
 from dermo.pipeline.prepare import prepare, settings_for
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig, check_config
+from dermo.run.splits import record_split
 from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.training.setup import build_model, compile_model, initial_centers, make_strategy, set_seeds
@@ -75,6 +76,7 @@ def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
     ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
                       cfg.group_column)
     duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
+    record_split(cfg.run_dir, ds, cfg.resume)                      # split.csv, also for interrupted runs
     if duplicates:
         log(f"note: {len(duplicates)} exact duplicate image pair(s) across train and val (--allow-duplicates)")
     settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
