@@ -7,10 +7,10 @@
 Each member is a run folder (its classes.json), a model file inside a run folder (that run's), or a bare
 model file (its class names come from --task; auto: from the data). Members must agree on the class list.
 Without --data the members' runs must share their data: the ensemble scores the first run's recorded
---split rows (split.csv). No member is scored on images it trained on (the runs' split.csv train rows):
-such an evaluation set is refused unless --split train; pass --data with a held-out set instead.
-Every model is fed at its own input size (so with its own preprocessing cache size); the weighted mean
-of the probabilities is the ensemble's prediction. Predictions are aligned by image path: an image skipped by any member's preprocessing is
+--split rows (split.csv). Images any member trained on (the runs' split.csv train rows) are refused unless
+--split train; members trained on other splits need a held-out --data. Every model is fed at its own input
+size (so with its own preprocessing cache size); the weighted mean of the probabilities is the ensemble's
+prediction. Predictions are aligned by image path: an image skipped by any member's preprocessing is
 dropped for all, counted and reported. Writes metrics.json, predictions.csv, report.txt,
 confusion_matrix.png and roc.png to --out (default runs/ensemble-<timestamp>/).
 """

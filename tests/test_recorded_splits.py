@@ -71,7 +71,7 @@ def test_evaluate_run_scores_exactly_the_split_csv_rows(kit, tmp_path, capsys):
 
 def test_evaluate_refuses_other_data_the_run_trained_on(kit, tmp_path, capsys):
     err = one_line_error(capsys, evaluate.main, ["--run", kit["b"], "--data", kit["data"]], "evaluate.py")
-    assert err == (f"{kit['data']}: 2 of the 6 val images were used to train ({kit['b']}: 2); evaluate on "
+    assert err == (f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2); evaluate on "
                    "held-out images, or pass --split train to score training images on purpose")
     run(capsys, evaluate.main, "--run", kit["b"], "--data", kit["held"], "--out", tmp_path / "held")
     assert json.loads((tmp_path / "held" / "metrics.json").read_text())["n"] == 4
@@ -104,11 +104,11 @@ def test_ensemble_of_model_files_in_run_folders_needs_no_data(kit, tmp_path, cap
 
 def test_ensemble_refuses_members_scored_on_their_training_images(kit, tmp_path, capsys):
     err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"] / "model.keras"], "ensemble.py")
-    assert err.startswith(f"{kit['a'] / splits.SPLIT_CSV}: 2 of the 6 val images were used to train "
+    assert err.startswith(f"{kit['a'] / splits.SPLIT_CSV}: 2 of the 6 val images were used in training "
                           f"({kit['b'] / 'model.keras'}: 2); members must be scored on images none of them")
     err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"], "--data", kit["data"]],
                          "ensemble.py")
-    assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used to train ({kit['b']}: 2)")
+    assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2)")
     out = tmp_path / "held"
     run(capsys, ensemble.main, "--models", kit["a"], kit["b"], "--data", kit["held"], "--out", out)
     assert json.loads((out / "metrics.json").read_text())["n"] == 4

@@ -65,5 +65,5 @@ def refuse_training_images(samples: list[Sample], trained: dict[str, set[str] | 
     overlap = set().union(*hits.values()) if hits else set()
     if overlap:
         who = ", ".join(f"{name}: {len(h)}" for name, h in hits.items() if h)
-        raise EvaluationError(f"{where}: {len(overlap)} of the {len(paths)} {split} images were used to train "
+        raise EvaluationError(f"{where}: {len(overlap)} of the {len(paths)} {split} images were used in training "
                               f"({who}); {fix}")
