@@ -1,11 +1,15 @@
 """Soft-voting ensemble of trained lesion classifiers (docs/method.md §9).
 
-    python ensemble.py --models a.h5 b.keras runs/NAME ... --data DIR|CSV [--task T] [--weights 1 2 ...]
-                       [--split val] [--out DIR]
+    python ensemble.py --models runs/a/model.h5 runs/b/model.h5      # data, task and split from the runs
+    python ensemble.py --models a.h5 b.keras runs/NAME ... [--data DIR|CSV] [--task T]
+                       [--weights 1 2 ...] [--split val] [--out DIR]
 
-Each member is a model file (its class names come from --task; auto: from the data) or a run folder
-(its classes.json). Members must agree on the class list. Every model is fed at its own input size
-(so with its own preprocessing cache size); the weighted mean of the probabilities is the ensemble's
+Each member is a run folder (its classes.json), a model file inside a run folder (that run's), or a bare
+model file (its class names come from --task; auto: from the data). Members must agree on the class list.
+Without --data the members' runs must share their data: the ensemble scores the first run's recorded
+--split rows (split.csv). Images any member trained on (the runs' split.csv train rows) are refused unless
+--split train; members trained on other splits need a held-out --data. Every model is fed at its own input
+size (so with its own preprocessing cache size); the weighted mean of the probabilities is the ensemble's
 prediction. Predictions are aligned by image path: an image skipped by any member's preprocessing is
 dropped for all, counted and reported. Writes metrics.json, predictions.csv, report.txt,
 confusion_matrix.png and roc.png to --out (default runs/ensemble-<timestamp>/).
@@ -25,7 +29,8 @@ HEADLINE = ("accuracy", "balanced_accuracy", "kappa", "auc")     # per-member nu
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", required=True, help="model files (.h5/.keras) and/or run folders")
-    p.add_argument("--data", required=True, help="dataset folder or CSV manifest")
+    p.add_argument("--data", help="dataset folder or CSV manifest (default: the members' runs' data and "
+                                   "recorded split)")
     p.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto",
                    help="class names of the model files (auto: from the data)")
     p.add_argument("--weights", nargs="+", type=float,
@@ -62,6 +67,33 @@ def common_classes(sources, task: str) -> list[str] | None:
     return list(named[0][1]) if named else None
 
 
+def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, list[str]]:
+    """(samples, data classes or None, data source, skipped lines): the --split of --data, or without
+    --data the first run's recorded split, when every member has a run and the runs share their data."""
+    from dermo.data.datasets import load_dataset
+    from dermo.evaluation.sources import EvaluationError
+    from dermo.evaluation.splits import recorded_samples
+
+    first_run = next((s.run for s in sources if s.run is not None), None)
+    if args.data:
+        cfg = first_run.config if first_run else None
+        label_column = args.label_column or (cfg.label_column if cfg else "label")
+        ds = load_dataset(args.data, "auto", label_column, seed=cfg.seed if cfg else 0,
+                          val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=args.on_bad_image)
+        return ds.split(args.split), list(ds.classes), ds.source, list(ds.skipped)
+    lone = next((s for s in sources if s.run is None), None)
+    if lone is not None:
+        raise EvaluationError(f"{lone.spec}: not in a run folder (no config.json beside it), so there is no "
+                              "data to take; pass --data DIR|CSV")
+    data = {s.spec: (str(Path(s.run.config.data or "").resolve()), s.run.config.label_column) for s in sources}
+    if len(set(data.values())) > 1:
+        listing = "; ".join(f"{spec}: {d} (label column {col})" for spec, (d, col) in data.items())
+        raise EvaluationError(f"the models were trained on different data ({listing}); pass --data DIR|CSV "
+                              "to choose one evaluation set")
+    samples, source, skipped = recorded_samples(first_run, args.split, args.on_bad_image, log)
+    return samples, None, source, skipped
+
+
 def member_probs(source, samples, classes: list[str], args, log, skipped_lines: list | None = None) -> dict:
     """{image path: probabilities (K,)} of one member on `samples`, fed at its own input size with its own
     preprocessing; the one-line reasons of the images it skipped are appended to `skipped_lines`."""
@@ -90,32 +122,36 @@ def run_ensemble(args, log=print) -> dict:
     import numpy as np
 
     from dermo import metrics
-    from dermo.data.datasets import load_dataset
     from dermo.evaluation.report import write_labelled
     from dermo.evaluation.sources import EvaluationError, resolve_source
+    from dermo.evaluation.splits import refuse_training_images, training_paths
 
-    sources = [resolve_source(m, args.task) for m in args.models]
+    sources = [resolve_source(m, args.task, own_run=True) for m in args.models]
     classes = common_classes(sources, args.task)
-    first_run = next((s.run for s in sources if s.run is not None), None)
-    label_column = args.label_column or (first_run.config.label_column if first_run else "label")
-    cfg = first_run.config if first_run else None
-    ds = load_dataset(args.data, "auto", label_column, seed=cfg.seed if cfg else 0,
-                      val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=args.on_bad_image)
+    samples, data_classes, data_source, ds_skipped = evaluation_set(args, sources, log)
     if classes is None:
-        classes = list(ds.classes)
-    elif ds.classes != classes:
-        raise EvaluationError(f"{args.data}: classes {', '.join(ds.classes)} differ from the models' "
+        classes = data_classes
+    elif data_classes is not None and data_classes != classes:
+        raise EvaluationError(f"{args.data}: classes {', '.join(data_classes)} differ from the models' "
                                  f"({', '.join(classes)})")
-    samples = ds.split(args.split)
     if not samples:
-        raise EvaluationError(f"{args.data}: the {args.split} split is empty")
+        raise EvaluationError(f"{data_source}: the {args.split} split is empty")
+    if args.split != "train":
+        trained = {s.spec: training_paths(s.run, log) for s in sources if s.run is not None}
+        for s in sources:
+            if s.run is None:
+                log(f"note: {s.spec} is not in a run folder; its training images are unknown (not checked)")
+        refuse_training_images(samples, trained, data_source, args.split,
+                               "members must be scored on images none of them trained on (members trained "
+                               "on other splits, e.g. another --seed, cannot share one); pass --data with a "
+                               "held-out set, or --split train on purpose")
     bad: list[str] = []
     per_model = [member_probs(s, samples, classes, args, log, bad) for s in sources]
     kept, dropped = align(samples, per_model)
     if dropped:
         log(f"dropped {dropped} image(s) that at least one model could not use")
     if not kept:
-        raise EvaluationError(f"{args.data}: no image is usable by every model")
+        raise EvaluationError(f"{data_source}: no image is usable by every model")
     labels = np.array([s.label for s in kept])
     probs_list = [np.stack([pm[s.path] for s in kept]) for pm in per_model]          # M x (N,K)
     probs = metrics.soft_vote(probs_list, args.weights)
@@ -123,9 +159,9 @@ def run_ensemble(args, log=print) -> dict:
     for s, p in zip(sources, probs_list):
         mm = metrics.classification_metrics(labels, p, classes)
         members.append({"model": s.spec, **{k: mm[k] for k in HEADLINE}})
-    extra = {"split": args.split, "data": ds.source, "models": [s.spec for s in sources],
+    extra = {"split": args.split, "data": data_source, "models": [s.spec for s in sources],
              "weights": args.weights or [1.0] * len(sources), "members": members, "n_dropped": dropped,
-             "skipped": list(dict.fromkeys(ds.skipped + bad))}          # once each, as evaluate.py
+             "skipped": list(dict.fromkeys(ds_skipped + bad))}          # once each, as evaluate.py
     out = Path(args.out) if args.out else Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
     m, report = write_labelled(out, [s.path for s in kept], labels, probs, classes, extra)
     log(report.rstrip())

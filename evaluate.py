@@ -1,5 +1,6 @@
 """Evaluate a trained lesion classifier, or predict unlabelled images (docs/method.md §7–9).
 
+    python evaluate.py                      # the most recent finished run under runs/, its val split
     python evaluate.py --run runs/NAME [--data DIR|CSV] [--split val] [--tta N] [--out DIR]
     python evaluate.py --model FILE.h5|FILE.keras --task binary|multiclass|auto --data DIR|CSV [--out DIR]
     python evaluate.py --run runs/NAME --images DIR [--out DIR]        # unlabelled: predictions only
@@ -8,6 +9,9 @@ Writes eval-<split>/ (default runs/NAME/eval-<split>/, or beside a --model file)
 predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png (the predicted class's CAM over
 the first 16 images, lesion mask contour in white). With --images: predict/ with predictions.csv and
 cams.png. The image size comes from the model's input; preprocessing is cached.
+
+A run is evaluated on exactly the rows of its split.csv for --split (runs from before split.csv: the split
+is rebuilt from config.json). With --data, images the run trained on are refused unless --split train.
 """
 from __future__ import annotations
 
@@ -21,15 +25,17 @@ from dermo.errors import run_cli
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder written by train.py (config.json, classes.json, model)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", help="run folder written by train.py (config.json, classes.json, model); "
+                                   "default: the most recent finished run under runs/")
     src.add_argument("--model", help="a saved model (.h5 or .keras): image -> probabilities")
     p.add_argument("--task", choices=["binary", "multiclass", "auto"], default=None,
                    help="class names of a --model file (auto: from the data); default auto")
     p.add_argument("--data", help="dataset folder or CSV (default with --run: the run's data)")
     p.add_argument("--images", help="folder of unlabelled images (recursive): write predictions only")
     p.add_argument("--label-column", default=None, help="CSV label column (default: the run's, or label)")
-    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--split", choices=["train", "val"], default="val",
+                   help="a run's recorded split (split.csv) or the split of --data")
     p.add_argument("--tta", type=int, default=1,
                    help="test-time augmentation: average over N flips/rotations (1 = none, at most 8)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -60,24 +66,51 @@ def default_out(args, source) -> Path:
     return base / ("predict" if args.images else f"eval-{args.split}")
 
 
-def labelled_samples(args, source):
-    """(samples of the split, class names, dataset source, skipped lines) for a labelled evaluation."""
+def labelled_samples(args, source, log=print):
+    """(samples of the split, class names, dataset source, skipped lines) for a labelled evaluation: a run
+    without --data -> its split.csv rows of --split; else the split of --data, where a run refuses images
+    it trained on unless --split train."""
     from dermo.data.datasets import load_dataset
     from dermo.evaluation.sources import EvaluationError, check_classes
+    from dermo.evaluation.splits import recorded_samples, refuse_training_images, training_paths
 
-    cfg = source.run.config if source.run is not None else None
-    data = args.data or (cfg.data if cfg else None)
-    if not data:
-        raise EvaluationError(f"{source.spec}: the run records no data; pass --data")
+    run = source.run
+    if run is not None and not args.data:
+        samples, data, skipped = recorded_samples(run, args.split, _on_bad(args, source), log)
+        if not samples:
+            raise EvaluationError(f"{data}: the {args.split} split is empty")
+        return samples, list(run.classes), data, skipped
+    cfg = run.config if run is not None else None
     label_column = args.label_column or (cfg.label_column if cfg else "label")
-    task = "auto" if source.run is not None else source.task
-    ds = load_dataset(data, task, label_column, seed=cfg.seed if cfg else 0,
+    task = "auto" if run is not None else source.task
+    ds = load_dataset(args.data, task, label_column, seed=cfg.seed if cfg else 0,
                       val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=_on_bad(args, source))
-    classes = check_classes(source, ds.classes, data)
+    classes = check_classes(source, ds.classes, args.data)
     samples = ds.split(args.split)
     if not samples:
-        raise EvaluationError(f"{data}: the {args.split} split is empty")
+        raise EvaluationError(f"{args.data}: the {args.split} split is empty")
+    if run is not None and args.split != "train":
+        refuse_training_images(samples, {str(run.path): training_paths(run, log)}, args.data, args.split,
+                               "evaluate on held-out images, or pass --split train to score training "
+                               "images on purpose")
     return samples, classes, ds.source, list(ds.skipped)
+
+
+def latest_run(args, log=print) -> str:
+    """`python evaluate.py` without --run/--model: the most recent finished run under runs/."""
+    from dermo.evaluation.sources import EvaluationError
+    from dermo.run.folder import CONFIG, latest_run as newest
+
+    if args.task:
+        raise EvaluationError("--task is for --model FILE; without --run or --model the most recent run "
+                              "under runs/ is evaluated, and it knows its task")
+    run = newest(Path("runs"))
+    if run is None:
+        raise EvaluationError(f"no finished run under {Path('runs').resolve()} (no runs/*/{CONFIG}); train "
+                              "one with train.py, or pass --run RUN or --model FILE")
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime((run / CONFIG).stat().st_mtime))
+    log(f"evaluating the most recent run {run} (finished {stamp}; choose another with --run)")
+    return str(run)
 
 
 def _on_bad(args, source) -> str:
@@ -94,6 +127,8 @@ def evaluate(args, log=print) -> dict:
 
     start = time.perf_counter()
     check_tta(args.tta)
+    if not args.run and not args.model:
+        args.run = latest_run(args, log)
     kind = "run" if args.run else "model"
     source = resolve_source(args.run or args.model, args.task or "auto", kind)
     if args.images:
@@ -103,7 +138,7 @@ def evaluate(args, log=print) -> dict:
         samples, classes, skipped = unlabelled_samples(args.images), source.classes, []
         data_source = args.images
     else:
-        samples, classes, data_source, skipped = labelled_samples(args, source)
+        samples, classes, data_source, skipped = labelled_samples(args, source, log)
     predictor = predictor_for(source, classes, args.cache_dir, args.batch_size)
     size = predictor.image_size
     out = default_out(args, source)

@@ -131,13 +131,16 @@ def skipped_in(out: str, prefix: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- train.py
+# (the fixture's nomask/offmask/lostmask.jpg are byte copies of a training image on both sides of the split:
+# training runs pass --allow-duplicates, which test_splits.py covers)
 
 def test_train_stops_at_the_first_broken_file_with_one_line(bad, tmp_path, capsys):
     path, problem = first_broken(load_dataset(bad["data"], "binary").train)
     assert Path(path).name == "clip.png"
     out = tmp_path / "run"
     err = one_line_error(capsys, train.main, ["--data", bad["data"], "--task", "binary", "--image-size", SIZE,
-                                              "--weights", "none", "--epochs", 1, "--out", out], "train.py")
+                                              "--weights", "none", "--epochs", 1, "--allow-duplicates",
+                                              "--out", out], "train.py")
     assert err.startswith(f"{path}: {problem}")
     assert not (out / runs.HISTORY).exists() and not (out / runs.BACKUP_DIR).exists()
     # a CSV row naming a missing file stops it the same way, before any preprocessing
@@ -152,7 +155,7 @@ def test_train_as_a_command_prints_exactly_one_line(bad, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(bad["data"]),
                            "--task", "binary", "--image-size", str(SIZE), "--weights", "none",
-                           "--out", str(tmp_path / "run")],
+                           "--allow-duplicates", "--out", str(tmp_path / "run")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     path, problem = first_broken(load_dataset(bad["data"], "binary").train)
     assert proc.returncode == 2, proc.stderr
@@ -164,7 +167,7 @@ def test_train_skips_and_lists_every_broken_file(bad, tmp_path, capsys):
     out = tmp_path / "run"
     rc = train.main(["--data", str(bad["csv"]), "--image-size", str(SIZE), "--batch-size", "8",
                      "--epochs", "1", "--weights", "none", "--workers", "1", "--bn-recalibration-batches", "1",
-                     "--on-bad-image", "skip", "--out", str(out)])
+                     "--on-bad-image", "skip", "--allow-duplicates", "--out", str(out)])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     expected = {**BROKEN, **CSV_ONLY}

@@ -4,7 +4,8 @@ Two forms are accepted:
   folder  DATA/{train,val}/<class>/<image>  (or DATA/<class>/<image>: then a seeded stratified split is made);
           an optional lesion mask sits beside its image as <stem>_mask.png.
   CSV     columns `image` (see dermo.data.manifest), a label column (`--label-column`, default `label`),
-          optional `mask` and `split` (train/val).
+          optional `mask` and `split` (train/val), optional group column (`--group-column`, a lesion or
+          patient id): the split then keeps each group on one side (dermo.data.groups).
 Class index = position in the sorted class names. Only file existence is checked here; pixels are checked by
 the preprocessing step, before training starts.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from dermo.data.groups import check_groups_apart, group_split
 from dermo.data.imageio import BadInputError, is_image_file, mask_path_for
 from dermo.data.manifest import DataError, read_manifest
 
@@ -28,6 +30,7 @@ class Sample:
     path: str                  # absolute image path
     label: int | None          # class index, None when unlabelled
     mask: str | None = None    # absolute path of a given lesion mask, None -> generated
+    group: str | None = None   # value of the CSV's --group-column (lesion/patient id), None -> its own group
 
 
 @dataclass
@@ -123,9 +126,9 @@ def load_folder(root, task="auto", seed=0, val_fraction=0.2) -> Dataset:
 
 
 def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0.2,
-             on_bad="error") -> Dataset:
+             on_bad="error", group_column: str | None = None) -> Dataset:
     csv_path = Path(csv_path)
-    df = read_manifest(csv_path, label_column)
+    df = read_manifest(csv_path, label_column, group_column)
     df = df.dropna(subset=[label_column])
     df[label_column] = df[label_column].astype(str)
     classes = check_task_classes(task, sorted(df[label_column].unique()), csv_path)
@@ -145,7 +148,8 @@ def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0
             continue
         if mask is None and mask_path_for(image).exists():
             mask = str(mask_path_for(image))
-        samples.append(Sample(image, index[row[label_column]], mask))
+        group = _group_value(row[group_column]) if group_column else None
+        samples.append(Sample(image, index[row[label_column]], mask, group))
         splits.append(str(row.get("split", "")).strip().lower())
     if not samples:
         raise DataError(f"{csv_path}: no usable rows")
@@ -155,21 +159,41 @@ def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0
             raise DataError(f"{csv_path}: split column has values {bad}; use train or val")
         train = [s for s, sp in zip(samples, splits) if sp == "train"]
         val = [s for s, sp in zip(samples, splits) if sp == "val"]
+        if group_column:
+            check_groups_apart(train, val, csv_path, group_column)
+    elif group_column:
+        train, val = group_split(samples, val_fraction, seed, csv_path, group_column)
     else:
         train, val = _stratified_split(samples, val_fraction, seed, csv_path)
     return Dataset(classes, train, val, source=str(csv_path), skipped=skipped)
 
 
+def _group_value(value) -> str | None:
+    """A group cell as text; empty or missing -> None (the image is its own group)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return str(value).strip() or None
+
+
+def group_column_needs_csv(group_column: str, data) -> DataError:
+    return DataError(f"--group-column {group_column}: groups need a CSV manifest with that column, but "
+                     f"--data {data} is a folder; list the images in a CSV (columns image, label, "
+                     f"{group_column})")
+
+
 def load_dataset(data, task="auto", label_column="label", seed=0, val_fraction=0.2,
-                 on_bad="error") -> Dataset:
-    """Folder or CSV -> Dataset; raises DataError / BadInputError with one line."""
+                 on_bad="error", group_column: str | None = None) -> Dataset:
+    """Folder or CSV -> Dataset; raises DataError / BadInputError with one line. `group_column` (CSV
+    only) makes the split a stratified group split, or checks a given split keeps the groups apart."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: data path not found")
     if data.is_dir():
+        if group_column:
+            raise group_column_needs_csv(group_column, data)
         return load_folder(data, task, seed, val_fraction)
     if data.suffix.lower() == ".csv":
-        return load_csv(data, task, label_column, seed, val_fraction, on_bad)
+        return load_csv(data, task, label_column, seed, val_fraction, on_bad, group_column)
     raise DataError(f"{data}: --data must be a folder or a .csv manifest")
 
 

@@ -35,22 +35,27 @@ def resolve_entry(csv_path, value) -> Path:
     return candidates[0].resolve()
 
 
-def read_manifest(csv_path, label_column: str | None = None) -> pd.DataFrame:
+def read_manifest(csv_path, label_column: str | None = None, group_column: str | None = None) -> pd.DataFrame:
     """The CSV's rows with an image -> DataFrame with absolute `image` (str), `mask` (str or None, when the
-    column exists) and `entry` (the image path as written); other columns as pandas reads them.
+    column exists) and `entry` (the image path as written); `group_column` is read as text; other columns
+    as pandas reads them.
 
-    Raises DataError for an unreadable CSV, a missing `image` (or `label_column`) column, or no rows."""
+    Raises DataError for an unreadable CSV, a missing `image` (or `label_column`, `group_column`) column,
+    or no rows."""
     csv_path = Path(csv_path)
+    text = {"image": str, "mask": str, **({group_column: str} if group_column else {})}
     try:
-        df = pd.read_csv(csv_path, dtype={"image": str, "mask": str})
+        df = pd.read_csv(csv_path, dtype=text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{csv_path}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    required = ["image"] + ([label_column] if label_column else [])
+    required = ["image"] + ([label_column] if label_column else []) + ([group_column] if group_column else [])
     missing = [c for c in required if c not in df.columns]
     if missing:
         names = " or ".join(f"'{c}'" for c in missing)
+        fix = " (choose the label with --label-column)" if label_column and label_column in missing else ""
+        fix = fix or (" (choose the group with --group-column)" if group_column in missing else "")
         raise DataError(f"{csv_path}: no {names} column; columns are {', '.join(map(str, df.columns))}"
-                            + (" (choose the label with --label-column)" if label_column else ""))
+                        + fix)
     df = df[df["image"].notna() & (df["image"].astype(str).str.strip() != "")].copy()
     df["entry"] = df["image"].astype(str).str.strip()
     df["image"] = [str(resolve_entry(csv_path, v)) for v in df["entry"]]

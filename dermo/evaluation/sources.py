@@ -1,6 +1,7 @@
 """What to evaluate: a run folder or a model file, its classes and its preprocessing settings.
 
-    resolve_source(spec, task)  "runs/NAME" or "FILE.h5|.keras" -> Source (model path, classes, settings)
+    resolve_source(spec, task)  "runs/NAME" or "FILE.h5|.keras" -> Source (model path, classes, settings);
+                                own_run=True: a model file inside a run folder is that run's model
     check_classes(source, ...)  the class list shared by the model and the data
 """
 from __future__ import annotations
@@ -30,21 +31,27 @@ class Source:
     cache_dir: str | None = None
 
 
-def resolve_source(spec, task: str = "auto", kind: str = "auto") -> Source:
+def _run_source(spec, run: runs.Run, model_path: Path | None = None) -> Source:
+    cfg = run.config
+    return Source(str(spec), model_path or run.model_path, cfg.task, list(run.classes), run,
+                  {"hair": cfg.hair_removal, "color": cfg.color_constancy}, cfg.cache_dir)
+
+
+def resolve_source(spec, task: str = "auto", kind: str = "auto", own_run: bool = False) -> Source:
     """A run folder or a model file (`task` gives its class names); kind "run" / "model" insists on
-    one of them, "auto" takes a directory for a run."""
+    one of them, "auto" takes a directory for a run. With `own_run`, a model file whose folder holds
+    config.json belongs to that run (its classes, preprocessing flags, data and split)."""
     p = Path(spec)
     if kind == "run" or (kind == "auto" and p.is_dir()):
-        run = runs.load_run(p)
-        cfg = run.config
-        return Source(str(spec), run.model_path, cfg.task, list(run.classes), run,
-                      {"hair": cfg.hair_removal, "color": cfg.color_constancy}, cfg.cache_dir)
+        return _run_source(spec, runs.load_run(p))
     if p.is_dir():
         raise EvaluationError(f"{spec}: is a folder, not a model file (evaluate a run folder with --run)")
     if p.suffix.lower() not in MODEL_SUFFIXES:
         raise EvaluationError(f"{spec}: neither a run folder nor a .h5/.keras model file")
     if not p.is_file():
         raise EvaluationError(f"{spec}: model file not found")
+    if own_run and (folder := runs.run_folder_of(p)) is not None:
+        return _run_source(spec, runs.load_run(folder), p)
     recorded = (read_contract(p) or {}).get("classes")
     named = list(TASK_CLASSES[task]) if task in TASK_CLASSES else None
     if recorded and named and list(recorded) != named:

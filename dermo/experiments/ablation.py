@@ -43,7 +43,7 @@ METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "ka
            "auc": "AUC", "lesion_focus": "lesion focus", "max_abs_cam": "max |CAM|"}
 TIMES = ("train_s", "eval_s", "wall_s")
 # options that do not change what a run learns: a finished run is reused across them
-NOT_SETTINGS = ("out", "resume", "workers", "cache_dir", "demo")
+NOT_SETTINGS = ("out", "resume", "workers", "cache_dir", "demo", "allow_duplicates")
 EVAL_DIR = "eval-val"
 TIMING = "ablation_timing.json"
 CSV, MARKDOWN, CHART = "ablation.csv", "ablation.md", "ablation.png"
@@ -90,8 +90,10 @@ def config_for(base: TrainConfig, name: str, run_dir) -> TrainConfig:
 
 
 def settings(d: dict) -> dict:
-    """The options of a config (TrainConfig fields of a dict) that change what the run learns."""
-    return {f.name: d.get(f.name) for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SETTINGS}
+    """The options of a config (TrainConfig fields of a dict) that change what the run learns; an option
+    missing from an older saved config has its default (what that run did)."""
+    full = dataclasses.asdict(TrainConfig.from_dict(d))
+    return {k: v for k, v in full.items() if k not in NOT_SETTINGS}
 
 
 def check_run_folder(cfg: TrainConfig) -> None:

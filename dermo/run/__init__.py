@@ -1,6 +1,6 @@
-"""A training run as data: its options (config: TrainConfig and the train.py options) and its folder (folder:
-file names, atomic writes, reading a finished run back). Written by training, read by prediction and
-evaluation, so it sits below both.
+"""A training run as data: its options (config: TrainConfig and the train.py options), its folder (folder:
+file names, atomic writes, reading a finished run back) and its recorded train/val split (splits: split.csv).
+Written by training, read by prediction and evaluation, so it sits below both.
 
 May import dermo.data and dermo.errors.
 """

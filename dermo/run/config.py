@@ -47,6 +47,8 @@ class TrainConfig:
     early_stopping_patience: int = 10
     lr_patience: int = 2
     val_fraction: float = 0.2
+    group_column: str | None = None       # CSV column of lesion/patient ids: no group on both sides
+    allow_duplicates: bool = False        # accept exact duplicate images across train and val
     seed: int = 0
     out: str | None = None
     resume: bool = False
@@ -110,6 +112,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr-patience", type=int, default=d.lr_patience)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="validation share when the data has no split")
+    p.add_argument("--group-column",
+                   help="CSV column of lesion or patient ids: a stratified group split (no group in both "
+                        "train and val); with a split column, refuse groups on both sides")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="accept validation images that are exact copies of training images")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -147,6 +154,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     for ok, message in rules:
         if not ok:
             raise ConfigError(message)
+    if cfg.group_column and cfg.data and Path(cfg.data).is_dir():
+        from dermo.data.datasets import group_column_needs_csv
+
+        raise group_column_needs_csv(cfg.group_column, cfg.data)
     return cfg
 
 

@@ -61,6 +61,22 @@ def save_keras_atomic(model, path, weights_only: bool = False, contract: dict | 
             tmp.unlink()
 
 
+def run_folder_of(model_file) -> Path | None:
+    """The run folder a model file sits in: its parent folder when that holds config.json, else None."""
+    parent = Path(model_file).resolve().parent
+    return parent if (parent / CONFIG).is_file() else None
+
+
+def latest_run(root="runs") -> Path | None:
+    """The finished run (a folder with config.json and classes.json) under `root`, at any depth, whose
+    config.json is the newest; None when there is none."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = [c.parent for c in root.rglob(CONFIG) if c.is_file() and (c.parent / CLASSES).is_file()]
+    return max(found, key=lambda d: ((d / CONFIG).stat().st_mtime_ns, str(d)), default=None)
+
+
 @dataclass
 class Run:
     path: Path

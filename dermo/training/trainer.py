@@ -12,6 +12,7 @@ import pandas as pd
 
 from dermo import __version__
 from dermo.data.datasets import Dataset, load_dataset
+from dermo.data.duplicates import check_duplicates
 from dermo.errors import DermoError
 from dermo.model.backbones import check_image_size, check_weights, get_backbone
 from dermo.model.cam_model import CAMModel
@@ -20,6 +21,7 @@ from dermo.pipeline.batches import LesionBatches
 from dermo.pipeline.prepare import prepare, settings_for
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig, check_config
+from dermo.run.splits import record_split
 from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm, ValidationMetrics
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
@@ -74,7 +76,12 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
 
 
 def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
-    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image)
+    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
+                      cfg.group_column)
+    duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
+    record_split(cfg.run_dir, ds, cfg.resume)                      # split.csv, also for interrupted runs
+    if duplicates:
+        log(f"note: {len(duplicates)} exact duplicate image pair(s) across train and val (--allow-duplicates)")
     settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
     log(f"data: {ds.source} — classes {ds.classes}, {len(ds.train)} train / {len(ds.val)} val images")
     log("preprocessing (cached; hair removal, colour constancy, lesion masks)…")

@@ -1,0 +1,124 @@
+"""evaluate.py and ensemble.py on a run's recorded split (split.csv), the refusal to score a model on images it
+trained on, and the commands as the README writes them: `python evaluate.py` (the newest run) and
+`python ensemble.py --models runs/a/model.keras runs/b/model.keras` (no --data). Fake run folders around one
+random 64 px classifier; split.csv written here as train.py writes it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import fake_run, one_line_error, random_classifier
+
+import ensemble
+import evaluate
+from dermo.data.datasets import load_dataset
+from dermo.data.synthetic import write_dataset
+from dermo.run import splits
+
+SIZE = 64
+BIN = ["nevus", "others"]
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    """runs/a and runs/b: the same model and data, a's split.csv = the data's folders; b's moves two of the
+    val images into train (as a member trained on another split would); runs/c: other data; held/: a second
+    dataset no run has seen; bare.keras: a model file outside any run folder."""
+    root = tmp_path_factory.mktemp("recorded")
+    data = write_dataset(root / "data", "binary", n=24, size=SIZE, workers=1)
+    held = write_dataset(root / "held", "binary", n=16, size=SIZE, seed=5, workers=1)
+    model = random_classifier(2, SIZE, 0, data)
+    (root / "runs").mkdir()
+    ds = load_dataset(data, "binary")
+    a = fake_run(root / "runs" / "a", model, data, "binary", BIN)
+    splits.write_split(a, ds)
+    b = fake_run(root / "runs" / "b", model, data, "binary", BIN)
+    moved = {ds.val[0].path, ds.val[-1].path}
+    df = splits.split_frame(ds)
+    df.loc[df["path"].isin(moved), "split"] = "train"
+    df.to_csv(b / splits.SPLIT_CSV, index=False)
+    c = fake_run(root / "runs" / "c", model, held, "binary", BIN)
+    model.save(root / "bare.keras")
+    return {"root": root, "data": data, "held": held, "ds": ds, "a": a, "b": b, "c": c, "moved": moved}
+
+
+def run(capsys, main, *argv):
+    rc = main([str(x) for x in argv])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    return cap.out
+
+
+def test_evaluate_run_scores_exactly_the_split_csv_rows(kit, tmp_path, capsys):
+    subset = tmp_path / "subset"
+    shutil.copytree(kit["a"], subset)
+    df = pd.read_csv(subset / splits.SPLIT_CSV, keep_default_na=False)
+    keep = df[df["split"] == "train"].index.tolist() + df[df["split"] == "val"].index[:3].tolist()
+    df.loc[keep].to_csv(subset / splits.SPLIT_CSV, index=False)
+    run(capsys, evaluate.main, "--run", subset)
+    m = json.loads((subset / "eval-val" / "metrics.json").read_text())
+    preds = pd.read_csv(subset / "eval-val" / "predictions.csv")
+    assert m["n"] == 3 and list(preds["path"]) == list(df.loc[df["split"] == "val", "path"][:3])
+    assert m["data"] == str(subset / splits.SPLIT_CSV) and m["mask_source"] == "given"
+    # a run from before split.csv: its split is rebuilt from config.json, with a note
+    (subset / splits.SPLIT_CSV).unlink()
+    out = run(capsys, evaluate.main, "--run", subset, "--out", tmp_path / "old")
+    assert "has no split.csv" in out and json.loads((tmp_path / "old" / "metrics.json").read_text())["n"] == 6
+
+
+def test_evaluate_refuses_other_data_the_run_trained_on(kit, tmp_path, capsys):
+    err = one_line_error(capsys, evaluate.main, ["--run", kit["b"], "--data", kit["data"]], "evaluate.py")
+    assert err == (f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2); evaluate on "
+                   "held-out images, or pass --split train to score training images on purpose")
+    run(capsys, evaluate.main, "--run", kit["b"], "--data", kit["held"], "--out", tmp_path / "held")
+    assert json.loads((tmp_path / "held" / "metrics.json").read_text())["n"] == 4
+    assert not (kit["b"] / "eval-val").exists()
+
+
+def test_evaluate_without_options_takes_the_newest_run(kit, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(capsys, evaluate.main, [], "evaluate.py")
+    assert err.startswith(f"no finished run under {tmp_path / 'runs'}") and "--run RUN" in err
+    for name, stamp in (("old", 1_000_000), ("new", 2_000_000)):
+        shutil.copytree(kit["a"], tmp_path / "runs" / name)
+        os.utime(tmp_path / "runs" / name / "config.json", (stamp, stamp))
+    out = run(capsys, evaluate.main)
+    assert "evaluating the most recent run runs/new" in out
+    assert (tmp_path / "runs" / "new" / "eval-val" / "metrics.json").exists()
+    assert not (tmp_path / "runs" / "old" / "eval-val").exists()
+
+
+def test_ensemble_of_model_files_in_run_folders_needs_no_data(kit, tmp_path, capsys):
+    pair = tmp_path / "pair"
+    shutil.copytree(kit["a"], pair)
+    out = tmp_path / "ens"
+    run(capsys, ensemble.main, "--models", kit["a"] / "model.keras", pair / "model.keras", "--out", out)
+    m = json.loads((out / "metrics.json").read_text())
+    preds = pd.read_csv(out / "predictions.csv")
+    assert m["n"] == 6 and m["data"] == str(kit["a"] / splits.SPLIT_CSV)
+    assert list(preds["path"]) == [s.path for s in kit["ds"].val]
+
+
+def test_ensemble_refuses_members_scored_on_their_training_images(kit, tmp_path, capsys):
+    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"] / "model.keras"], "ensemble.py")
+    assert err.startswith(f"{kit['a'] / splits.SPLIT_CSV}: 2 of the 6 val images were used in training "
+                          f"({kit['b'] / 'model.keras'}: 2); members must be scored on images none of them")
+    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"], "--data", kit["data"]],
+                         "ensemble.py")
+    assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2)")
+    out = tmp_path / "held"
+    run(capsys, ensemble.main, "--models", kit["a"], kit["b"], "--data", kit["held"], "--out", out)
+    assert json.loads((out / "metrics.json").read_text())["n"] == 4
+
+
+def test_ensemble_without_data_one_line_errors(kit, capsys):
+    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["c"] / "model.keras"], "ensemble.py")
+    assert err.startswith("the models were trained on different data (") and "pass --data DIR|CSV" in err
+    assert str(kit["data"]) in err and str(kit["held"]) in err
+    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["root"] / "bare.keras"],
+                         "ensemble.py")
+    assert err == (f"{kit['root'] / 'bare.keras'}: not in a run folder (no config.json beside it), so there is "
+                   "no data to take; pass --data DIR|CSV")
