@@ -16,7 +16,8 @@ import numpy as np
 
 from dermo import metrics
 from dermo.pipeline.batches import LesionBatches
-from dermo.predict import cams as explain
+from dermo.predict.cams import (cams_from_features, classifier_weights, feature_model,
+                                predicted_class_cams)
 from dermo.predict.loading import model_image_size
 from dermo.predict.tta import check_tta, tta_forward, tta_inverse
 
@@ -39,9 +40,9 @@ class BatchPredictor:
     Every call has the same batch shape (the last batch is padded), so the graph is traced once."""
 
     def __init__(self, model, with_cams: bool, tta: int):
-        self.explain, self.tta, self.with_cams = explain, check_tta(tta), with_cams
-        self.fmodel = explain.feature_model(model) if with_cams else model
-        self.kernel = explain.classifier_weights(model)[0] if with_cams else None    # (C,K)
+        self.tta, self.with_cams = check_tta(tta), with_cams
+        self.fmodel = feature_model(model) if with_cams else model
+        self.kernel = classifier_weights(model)[0] if with_cams else None    # (C,K)
 
     def __call__(self, x: np.ndarray):
         probs, cams = 0.0, 0.0
@@ -49,7 +50,7 @@ class BatchPredictor:
             out = self.fmodel.predict_on_batch(np.ascontiguousarray(tta_forward(x, t)))
             if self.with_cams:
                 features, out = out
-                cams = cams + tta_inverse(self.explain.cams_from_features(features, self.kernel), t)
+                cams = cams + tta_inverse(cams_from_features(features, self.kernel), t)
             probs = probs + np.asarray(out, np.float64)
         probs = (probs / self.tta).astype(np.float32)
         return probs, (np.asarray(cams / self.tta, np.float32) if self.with_cams else None)
@@ -96,7 +97,7 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
             if not with_cams:
                 continue
             cams = cams[:b]                                               # (b,h,w,K)
-            top = predictor.explain.predicted_class_cams(p[:b], cams)    # (b,h,w)
+            top = predicted_class_cams(p[:b], cams)    # (b,h,w)
             m = masks[..., 0]                                             # (b,S,S)
             focus.append(metrics.per_image_lesion_focus(top, m))
             pearson.append(_per_image_pearson(top, m))
