@@ -2,7 +2,8 @@
 
 One subpackage per stage; imports only go down this list (tests/test_layout.py checks it):
 
-    experiments/    ablation grid, classical-ML baseline            (python -m dermo.ablation, dermo.ml)
+    experiments/    ablation grid over seeds and test sets, classical-ML baseline
+                                                                     (python -m dermo.ablation, dermo.ml)
     training/       one training run: setup, callbacks, checkpoints  (train.py)
     evaluation/     what to evaluate, report writing, figures        (evaluate.py, ensemble.py)
     predict/        a saved model applied to images: loading, TTA, CAMs, prediction
@@ -10,7 +11,7 @@ One subpackage per stage; imports only go down this list (tests/test_layout.py c
     model/ run/ preprocessing/
                     the classifier graph and CAMModel; a run's options and folder; per-image preprocessing
     data/ losses/ metrics/
-                    images, datasets and demo data; loss terms; evaluation numbers
+                    images, datasets, demo and shortcut-check data; loss terms; evaluation numbers
     errors.py       the one user-facing error type
 
 The top-level modules preprocess.py, synthetic.py, ablation.py and ml.py only forward `python -m dermo.X`

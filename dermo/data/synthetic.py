@@ -11,9 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dermo.data.generated import MARKER, claim_folder, run_jobs
 from dermo.data.imageio import mask_path_for, write_jpeg, write_png
 from dermo.data.synthetic_draw import CLASSES, GENERATOR_VERSION, draw_lesion_image
 
 README_HEADER = "dermo synthetic demo dataset"
-MARKER = ".complete"
 DEFAULT_VAL_FRACTION = 0.25
 
 
@@ -52,11 +49,6 @@ def _params(task, n, seed, size, val_fraction) -> dict:
             "size": int(size), "val_fraction": float(val_fraction)}
 
 
-def _is_ours(out: Path) -> bool:
-    readme = out / "README.txt"
-    return (out / MARKER).exists() or (readme.exists() and readme.read_text().startswith(README_HEADER))
-
-
 def write_dataset(out, task: str = "binary", n: int = 200, seed: int = 0, size: int = 256,
                   val_fraction: float = DEFAULT_VAL_FRACTION, workers: int | None = None) -> Path:
     """Write n images in the Girona layout out/{train,val}/<class>/synNNNNN.jpg + _mask.png; return out.
@@ -75,15 +67,7 @@ def write_dataset(out, task: str = "binary", n: int = 200, seed: int = 0, size: 
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if size < 32:
         raise ValueError(f"size must be at least 32 pixels, got {size}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not _is_ours(out):
-        raise ValueError(f"{out}: folder is not empty and is not a dermo demo dataset; refusing to overwrite")
-    (out / MARKER).unlink(missing_ok=True)
-    for split in ("train", "val"):
-        shutil.rmtree(out / split, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(out, README_HEADER, ("train", "val"))
     plan = _plan(task, n, val_fraction)
     n_val = sum(sp == "val" for _, _, sp in plan)
     (out / "README.txt").write_text(
@@ -94,16 +78,7 @@ def write_dataset(out, task: str = "binary", n: int = 200, seed: int = 0, size: 
         "Drawn shapes, colours and textures loosely follow dermoscopic criteria (nevus: regular, uniform\n"
         "brown; mel/others: asymmetric, multicoloured; bcc: pink, arborizing vessels; scc: pale, scaly,\n"
         "red rim); a quarter of each class is atypical. For pipeline checks and demos only.\n")
-    jobs = [(str(out), seed, size, i, cls, split) for i, cls, split in plan]
-    if workers is None:
-        workers = 1 if n < 100 else min(2, os.cpu_count() or 1)
-    if workers > 1:  # spawn: safe even when the caller has TensorFlow's threads running
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=max(1, n // (8 * workers))):
-                pass
-    else:
-        for job in jobs:
-            _write_one(job)
+    run_jobs(_write_one, [(str(out), seed, size, i, cls, split) for i, cls, split in plan], workers)
     (out / MARKER).write_text(json.dumps(_params(task, n, seed, size, val_fraction), sort_keys=True) + "\n")
     return out
 
@@ -131,20 +106,43 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dermo.synthetic", description=__doc__.split("\n")[0])
     ap.add_argument("out", help="output folder (train/ and val/ are written inside)")
     ap.add_argument("--task", choices=sorted(CLASSES), default="binary")
-    ap.add_argument("--n", type=int, default=200, help="number of images in total (default 200)")
+    ap.add_argument("--n", type=int, default=None, help="number of images in total (default 200; with "
+                                                         "--shortcut: biased train + val, default 750)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    ap.add_argument("--size", type=int, default=None, help="image side in pixels (default 256; --shortcut 160)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: 2 for n >= 100)")
+    ap.add_argument("--shortcut", action="store_true",
+                    help="binary shortcut check: biased/, flipped/ and clean/ splits (dermo.data.shortcut)")
+    ap.add_argument("--n-test", type=int, default=400, help="--shortcut: images per test split (default 400)")
+    ap.add_argument("--bias", type=float, default=0.95,
+                    help="--shortcut: share of `others` (biased) or `nevus` (flipped) images with an artefact")
+    ap.add_argument("--blend", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                    help="--shortcut: range of the own-class share of each lesion's look (default 0.55 0.8)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        out = write_dataset(args.out, args.task, args.n, args.seed, args.size, workers=args.workers)
+        if args.shortcut:
+            return _shortcut(args, t0)
+        n, size = args.n or 200, args.size or 256
+        out = write_dataset(args.out, args.task, n, args.seed, size, workers=args.workers)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n_val = sum(sp == "val" for _, _, sp in _plan(args.task, args.n, DEFAULT_VAL_FRACTION))
-    print(f"wrote {args.n} synthetic {args.task} images ({args.n - n_val} train / {n_val} val, "
-          f"{args.size} px, seed {args.seed}) to {out} in {time.perf_counter() - t0:.1f} s")
+    n_val = sum(sp == "val" for _, _, sp in _plan(args.task, n, DEFAULT_VAL_FRACTION))
+    print(f"wrote {n} synthetic {args.task} images ({n - n_val} train / {n_val} val, "
+          f"{size} px, seed {args.seed}) to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _shortcut(args, t0: float) -> int:
+    from dermo.data.shortcut import BLEND, write_shortcut_dataset
+
+    if args.task != "binary":
+        raise ValueError(f"--shortcut makes a binary set (nevus, others); leave out --task {args.task}")
+    out = write_shortcut_dataset(args.out, args.n or 750, args.n_test, args.bias, args.seed, args.size or 160,
+                                 tuple(args.blend or BLEND), args.workers)
+    print(f"wrote the shortcut check to {out}: biased/ ({args.n or 750} images, train + val), flipped/ and "
+          f"clean/ ({args.n_test} each) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

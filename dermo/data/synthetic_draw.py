@@ -191,8 +191,14 @@ def _hairs(rng, img: np.ndarray, sc: float) -> np.ndarray:
     return _mix(img, colour, layer)
 
 
-def draw_lesion_image(cls: str, rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """One dermoscopy-like image of class `cls`: (uint8 RGB (size, size, 3), uint8 {0,255} mask (size, size))."""
+def draw_lesion_image(cls: str, rng: np.random.Generator, size: int = 256, blend_range=None,
+                      artefact=None) -> tuple[np.ndarray, np.ndarray]:
+    """One dermoscopy-like image of class `cls`: (uint8 RGB (size, size, 3), uint8 {0,255} mask (size, size)).
+
+    blend_range (lo, hi): weak lesion cues — every lesion blends its own class's look (weight ~ U(lo, hi)) with
+    another class's, and takes that class's shape half of the time. artefact: called as
+    artefact(scene, mask, fov) after the hairs, to draw into the float32 RGB scene in place (dermo.data.artefacts).
+    With neither, the bytes are those of the demo generator."""
     task = next((t for t, names in CLASSES.items() if cls in names), None)
     if task is None:
         raise ValueError(f"unknown class {cls!r}; expected one of {sum(CLASSES.values(), [])}")
@@ -202,7 +208,11 @@ def draw_lesion_image(cls: str, rng: np.random.Generator, size: int = 256) -> tu
     img = _skin(rng, s, sc)
     shape_look = colour_look = _look(cls)
     blend, colour_look2 = 1.0, colour_look
-    if rng.random() < ATYPICAL_FRACTION:  # borrow the shape and/or the look of another class
+    if blend_range is not None:  # weak cues: always part another class's look, half the time its shape
+        other = _look(str(rng.choice([c for c in CLASSES[task] if c != cls])))
+        shape_look = other if rng.random() < 0.5 else shape_look
+        blend, colour_look2 = rng.uniform(*blend_range), other
+    elif rng.random() < ATYPICAL_FRACTION:  # borrow the shape and/or the look of another class
         other = _look(str(rng.choice([c for c in CLASSES[task] if c != cls])))
         mode = int(rng.integers(0, 3))
         shape_look = other if mode != 1 else shape_look
@@ -227,6 +237,8 @@ def draw_lesion_image(cls: str, rng: np.random.Generator, size: int = 256) -> tu
     alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), soft) * opacity
     img = _mix(img, col, alpha)
     img = _hairs(rng, img, sc)
+    if artefact is not None:
+        artefact(img, mask, fov)
     if rng.random() < 0.4:  # focus
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2) * sc)
     img *= np.exp(rng.normal(0, 0.04, 3)).astype(np.float32) * rng.uniform(0.8, 1.12) * 255  # light, cast
