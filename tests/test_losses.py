@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, focal_loss, kl_penalty,
-                          mask_loss, resize_masks, updated_centers)
+                          mask_loss, outside_loss, resize_masks, updated_centers)
 from dermo.model.cam import class_activation_maps
 
 
@@ -255,6 +255,79 @@ def test_mask_loss_constant_cam_finite():
     assert np.all(np.isfinite(g))
 
 
+# ---------------------------------------------------------------- outside evidence
+def np_outside(cams, masks_small, form):
+    """Reference: per image with a lesion, mean over classes of the evidence share outside the mask."""
+    shares = []
+    for c, m in zip(cams.astype(np.float64), masks_small.astype(np.float64)):
+        if m.mean() <= 1e-6:
+            continue
+        e = np.abs(c - c.mean(-1, keepdims=True)) if form == "contrast" else np.maximum(c, 0)
+        shares.append(np.mean([(e[..., k] * (1 - m)).sum() / (e[..., k].sum() + 1e-6) for k in range(c.shape[-1])]))
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def test_outside_loss_hand_values():
+    # lesion = the top-left cell of a 2x2 grid (from a 4x4 mask, area-averaged)
+    cams = np.zeros((1, 2, 2, 2), np.float32)
+    cams[0, ..., 0] = [[3, 1], [0, -2]]
+    cams[0, ..., 1] = [[1, 1], [2, 0]]
+    mask = np.zeros((1, 4, 4, 1), np.float32)
+    mask[0, :2, :2] = 1
+    # contrast: |CAM_0 - mean| = |CAM_1 - mean| = [[1, 0], [1, 1]] -> 2 of 3 outside
+    assert float(npv(outside_loss(cams, mask))) == pytest.approx(2 / 3, rel=1e-6)
+    # positive: relu(CAM_0) = [[3, 1], [0, 0]] -> 1/4 outside; relu(CAM_1) = [[1, 1], [2, 0]] -> 3/4
+    assert float(npv(outside_loss(cams, mask, form="positive"))) == pytest.approx(0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("form", ["contrast", "positive"])
+def test_outside_loss_numpy_reference_with_empty_and_full_masks(form):
+    rng = np.random.default_rng(6)
+    big = np.zeros((4, 12, 12), np.float32)
+    big[0, 2:7, 1:8] = 1.0              # partial cells after the 3x3 area average
+    big[2] = 1.0                        # full mask: nothing outside, share 0
+    big[3, 5:12, 0:4] = 1.0             # (image 1 keeps an empty mask: left out of the mean)
+    small = big.reshape(4, 4, 3, 4, 3).mean(axis=(2, 4))
+    cams = rng.normal(size=(4, 4, 4, 3)).astype(np.float32)
+    want = np_outside(cams, small, form)
+    assert float(npv(outside_loss(cams, big[..., None], form=form))) == pytest.approx(want, rel=1e-5)
+    assert float(npv(outside_loss(cams[2:3], big[2:3], form=form))) == 0.0
+
+
+def test_outside_loss_contrast_ignores_what_softmax_ignores_positive_does_not():
+    rng = np.random.default_rng(7)
+    cams = rng.normal(size=(2, 3, 3, 2)).astype(np.float32)
+    masks = np.zeros((2, 3, 3), np.float32)
+    masks[:, :2, :2] = 1
+    shift = rng.normal(size=(2, 3, 3, 1)).astype(np.float32) * 5    # the same map added to every class
+    base = float(npv(outside_loss(cams, masks)))
+    assert float(npv(outside_loss(cams + shift, masks))) == pytest.approx(base, rel=1e-5)
+    assert float(npv(outside_loss(cams * 40, masks))) == pytest.approx(base, rel=1e-5)  # scale-free
+    assert float(npv(outside_loss(cams + shift, masks, form="positive"))) != pytest.approx(
+        float(npv(outside_loss(cams, masks, form="positive"))), rel=1e-3)
+
+
+def test_outside_loss_negative_evidence_outside_counts_only_in_contrast_form():
+    """An artefact that pushes the other class down outside the lesion: all positive mass is inside."""
+    cams = np.zeros((1, 2, 2, 2), np.float32)
+    cams[0, 0, 0] = [2.0, 2.0]          # lesion cell: both classes alike
+    cams[0, 1, 1] = [0.0, -6.0]         # outside: class 1 pushed down -> decides for class 0
+    mask = np.zeros((1, 2, 2), np.float32)
+    mask[0, 0, 0] = 1
+    assert float(npv(outside_loss(cams, mask, form="positive"))) == pytest.approx(0.0, abs=1e-6)
+    assert float(npv(outside_loss(cams, mask))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_outside_loss_finite_for_empty_full_and_zero_maps():
+    cams = np.zeros((2, 3, 3, 2), np.float32)
+    masks = np.stack([np.zeros((3, 3)), np.ones((3, 3))]).astype(np.float32)
+    for form in ("contrast", "positive"):
+        val, g = grad_of(lambda v: outside_loss(v, masks, form=form), cams)
+        assert float(val) == 0.0 and np.all(np.isfinite(g))
+    with pytest.raises(ValueError, match="outside-evidence form"):
+        outside_loss(cams, masks, form="negative")
+
+
 # ---------------------------------------------------------------- gradients, extreme values
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_all_cam_losses_have_finite_gradients(scale):
@@ -268,6 +341,8 @@ def test_all_cam_losses_have_finite_gradients(scale):
         lambda v: cskl_loss(v, labels, mode="penalized"),
         lambda v: cskl_loss(v, labels, temperature=0.5),
         lambda v: mask_loss(v, masks),
+        lambda v: outside_loss(v, masks),
+        lambda v: outside_loss(v, masks, form="positive"),
     ]
     for fn in fns:
         val, g = grad_of(fn, cams)

@@ -1,4 +1,4 @@
-"""Loss terms of L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask (docs/method.md §5).
+"""Loss terms of L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask [+ λ4·L_outside] (docs/method.md §5).
 
 Pure keras.ops functions; accept tensors or numpy arrays.
 """
@@ -7,6 +7,7 @@ from dermo.losses.center import center_loss, center_sums, updated_centers
 from dermo.losses.classification import categorical_ce, focal_loss
 from dermo.losses.cskl import cam_log_distributions, cskl_loss, kl_penalty
 from dermo.losses.lesion_focus import mask_loss, resize_masks
+from dermo.losses.outside import class_evidence, outside_loss
 from dermo.losses.segmentation import dice_bce_loss, soft_dice
 
 __all__ = [
@@ -14,11 +15,13 @@ __all__ = [
     "categorical_ce",
     "center_loss",
     "center_sums",
+    "class_evidence",
     "cskl_loss",
     "dice_bce_loss",
     "focal_loss",
     "kl_penalty",
     "mask_loss",
+    "outside_loss",
     "resize_masks",
     "soft_dice",
     "updated_centers",

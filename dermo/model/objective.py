@@ -1,6 +1,7 @@
 """The CAM-regularised training objective as a pure function of tensors (docs/method.md §5):
 
     L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask   (+ λ_seg·L_seg with a segmentation head)
+        [+ λ4·L_outside, beyond the deck: off (λ4 = 0) unless asked for]
 
 `loss_terms` takes the model's outputs, the classifier kernel W and the class centres as values (not
 variables), so the TensorFlow step (GradientTape) and a stateless JAX step share exactly this code.
@@ -13,10 +14,10 @@ from dataclasses import asdict, dataclass
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, cskl_loss, dice_bce_loss, focal_loss, mask_loss,
-                          soft_dice)
+                          outside_loss, soft_dice)
 from dermo.model.cam import class_activation_maps
 
-TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss")
+TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class LossConfig:
     center_momentum: float = 0.5      # new centre = m·old + (1−m)·epoch mean
     lambda_seg: float = 1.0           # segmentation head (when the model has one): BCE + 1 − Dice
     class_weights: tuple[float, ...] | None = None   # per-class weights of L_cls in training (None: all 1)
+    lambda_outside: float = 0.0       # λ4: share of class evidence outside the lesion (0: off, the deck's loss)
+    outside_form: str = "contrast"    # "contrast" |CAM_k − mean_j CAM_j| or "positive" relu(CAM_k)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +70,10 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
                       if cfg.lambda_cskl and cfg.cskl != "off" else zero),
         "mask_loss": mask_loss(cams, masks) if cfg.lambda_mask else zero,
     }
+    terms["outside_loss"] = outside_loss(cams, masks, cfg.outside_form) if cfg.lambda_outside else zero
     terms["loss"] = (terms["cls_loss"] + cfg.lambda_center * terms["center_loss"]
-                     + cfg.lambda_cskl * terms["cskl_loss"] + cfg.lambda_mask * terms["mask_loss"])
+                     + cfg.lambda_cskl * terms["cskl_loss"] + cfg.lambda_mask * terms["mask_loss"]
+                     + cfg.lambda_outside * terms["outside_loss"])
     if "mask" in out:
         seg = ops.cast(out["mask"], "float32")
         terms["seg_loss"] = dice_bce_loss(masks, seg)

@@ -11,6 +11,9 @@ from dermo.errors import DermoError
 
 
 CLASS_WEIGHTS = ("none", "balanced")
+CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last map, or a stride-16 one
+OUTSIDE_FORMS = ("contrast", "positive")  # dermo.losses.outside.FORMS
+RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc")
 
 
@@ -31,6 +34,9 @@ class TrainConfig:
     lambda_center: float = 1.0
     lambda_cskl: float = 0.1
     lambda_mask: float = 0.5
+    lambda_outside: float = 0.0           # λ4, beyond the deck: class evidence outside the lesion (0 = off)
+    outside_form: str = "contrast"
+    cam_stride: int = 32                  # 16: CAMs and CAM losses on a stride-16 feature map
     cskl: str = "penalized"
     lambda_a: float = 0.1
     cam_temperature: float = 1.0
@@ -88,6 +94,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lambda-center", type=float, default=d.lambda_center)
     p.add_argument("--lambda-cskl", type=float, default=d.lambda_cskl)
     p.add_argument("--lambda-mask", type=float, default=d.lambda_mask)
+    p.add_argument("--lambda-outside", type=float, default=d.lambda_outside,
+                   help="weight of the outside-evidence term (beyond the deck; 0 = off)")
+    p.add_argument("--outside-form", choices=OUTSIDE_FORMS, default=d.outside_form,
+                   help="evidence the outside term counts: |CAM_k − mean CAM| (contrast) or relu(CAM_k)")
+    p.add_argument("--cam-stride", type=int, choices=CAM_STRIDES, default=d.cam_stride,
+                   help="16: compute the CAMs (and the CAM losses) on a stride-16 feature map")
     p.add_argument("--cskl", choices=["penalized", "original", "off"], default=d.cskl)
     p.add_argument("--lambda-a", type=float, default=d.lambda_a, help="penalty of the penalised CSKL")
     p.add_argument("--cam-temperature", type=float, default=d.cam_temperature)
@@ -135,7 +147,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check_config(cfg: TrainConfig) -> TrainConfig:
     """Refuse option values that cannot train (before any file is written); returns cfg."""
     lambdas = {"--lambda-center": cfg.lambda_center, "--lambda-cskl": cfg.lambda_cskl,
-               "--lambda-mask": cfg.lambda_mask, "--lambda-seg": cfg.lambda_seg, "--lambda-a": cfg.lambda_a}
+               "--lambda-mask": cfg.lambda_mask, "--lambda-seg": cfg.lambda_seg, "--lambda-a": cfg.lambda_a,
+               "--lambda-outside": cfg.lambda_outside}
     rules = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}: train for at least 1 epoch"),
              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: use at least 1"),
              (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation thread"),
@@ -149,7 +162,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
               f"--center-momentum {cfg.center_momentum}: use a value in [0, 1]"),
              (cfg.class_weight in CLASS_WEIGHTS,
               f"--class-weight {cfg.class_weight}: use one of {', '.join(CLASS_WEIGHTS)}"),
-             (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}")]
+             (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}"),
+             (cfg.cam_stride in CAM_STRIDES, f"--cam-stride {cfg.cam_stride}: use 32 or 16"),
+             (cfg.outside_form in OUTSIDE_FORMS,
+              f"--outside-form {cfg.outside_form}: use one of {', '.join(OUTSIDE_FORMS)}")]
     rules += [(v >= 0, f"{name} {v}: loss weights must be 0 (off) or more") for name, v in lambdas.items()]
     for ok, message in rules:
         if not ok:

@@ -45,14 +45,15 @@ def loss_config(cfg: TrainConfig, num_classes: int, class_weights=None) -> LossC
                       lambda_cskl=cfg.lambda_cskl, lambda_mask=cfg.lambda_mask, cskl=cfg.cskl,
                       lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
                       focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum,
-                      lambda_seg=cfg.lambda_seg,
+                      lambda_seg=cfg.lambda_seg, lambda_outside=cfg.lambda_outside,
+                      outside_form=cfg.outside_form,
                       class_weights=tuple(class_weights) if class_weights is not None else None)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, class_weights=None) -> CAMModel:
     """The CAMModel for `cfg` (not compiled); `class_weights` (K,) weight L_cls in training."""
     inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout,
-                                  head=cfg.head)
+                                  head=cfg.head, cam_stride=cfg.cam_stride)
     model = CAMModel(inputs, outputs, loss_config(cfg, num_classes, class_weights), name="dermo_cam_model")
     momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
     if momentum:
