@@ -97,3 +97,55 @@ def test_segmentation_head_outputs_and_trains():
     assert seg.output.shape[1:] == (SIZE, SIZE, 1)
     assert inference_model(m).output.shape[1:] == (2,)
     assert segmentation_model(inference_model(m)) is None
+
+
+# ---------------------------------------------------------------- finer CAMs (--cam-stride 16), outside term
+@pytest.fixture(scope="module")
+def model16():
+    keras.utils.set_random_seed(1)
+    inputs, outputs = build_graph("B0", 2, SIZE, "none", cam_stride=16)
+    m = CAMModel(inputs, outputs, LossConfig(lambda_outside=1.0))
+    m.set_centers(np.random.default_rng(1).normal(size=tuple(m.centers.shape)).astype("float32"))
+    return m
+
+
+def test_stride16_cams_are_exact_class_evidence(model16):
+    from dermo.predict.cams import feature_layer_name
+
+    x, _, _ = batch()
+    out = {k: np.asarray(v) for k, v in model16(x, training=False).items()}
+    assert out["features"].shape[1:3] == (SIZE // 16, SIZE // 16)          # twice the default grid
+    assert feature_layer_name(model16) == "cam16_features"
+    dense = model16.get_layer("classifier")
+    cams = np.einsum("bhwc,ck->bhwk", out["features"], dense.kernel.numpy())
+    np.testing.assert_allclose(cams.mean(axis=(1, 2)) + dense.bias.numpy(), out["logits"], atol=1e-4)
+
+
+def test_stride16_inference_model_reloads_with_the_same_probabilities_and_cams(model16, tmp_path):
+    from dermo.predict.cams import feature_layer_name, feature_model, predict_with_cams
+
+    x, _, _ = batch(6, seed=3)
+    x *= np.linspace(0.2, 1.0, 6)[:, None, None, None]                     # images differ in brightness
+    out = model16(x, training=False)
+    cams = np.einsum("bhwc,ck->bhwk", np.asarray(out["features"]),
+                     model16.get_layer("classifier").kernel.numpy())
+    net = inference_model(model16)
+    for name in ("m.keras", "m.h5"):
+        net.save(tmp_path / name)
+        loaded = keras.models.load_model(tmp_path / name, compile=False, safe_mode=True)
+        assert feature_layer_name(loaded) == "cam16_features"
+        probs, got = predict_with_cams(loaded, x)
+        np.testing.assert_allclose(probs, np.asarray(out["probs"]), atol=1e-5)
+        np.testing.assert_allclose(got, cams, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="not the feature map"):
+        feature_model(loaded, "top_activation")           # the stride-32 map is not what "gap" pools
+
+
+def test_outside_term_is_tracked_and_trains_backbone_and_stride16_branch(model16):
+    x, y, m = batch()
+    assert "outside_loss" in [t.name for t in model16.metrics]
+    terms = model16.loss_terms(y, m, model16(x, training=False))
+    assert 0 < float(terms["outside_loss"]) < 1
+    g = grads_of(model16, {"outside_loss": 1.0}, x, y, m)
+    for part in ("stem_conv", "cam16_skip", "cam16_top", "classifier"):
+        assert norm(g[next(k for k in g if k.startswith(part) or f"/{part}" in k)]) > 0, part

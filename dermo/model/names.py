@@ -3,8 +3,13 @@ export rely on (no keras import, so light modules can use them).
 
     image (B,S,S,3) -> backbone -> FEATURE_LAYER F (B,h,w,C) -> GAP_LAYER g (B,C) -> DROPOUT_LAYER
         -> CLASSIFIER_LAYER logits (B,K) -> PROBS_LAYER p (B,K)        [+ SEG_LAYER mask (B,S,S,1)]
+
+With --cam-stride 16 the map that GAP_LAYER pools (and the CAMs are computed on) is FEATURE16_LAYER (stride 16)
+instead; CAM_FEATURE_LAYERS maps the stride to that name.
 """
 FEATURE_LAYER = "top_activation"      # Keras EfficientNet's last conv activation: the CAM features
+FEATURE16_LAYER = "cam16_features"    # --cam-stride 16: stride-16 map fused with the upsampled last map
+CAM_FEATURE_LAYERS = {32: FEATURE_LAYER, 16: FEATURE16_LAYER}
 INPUT_NAME = "image"
 GAP_LAYER = "gap"
 DROPOUT_LAYER = "head_dropout"

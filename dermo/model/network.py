@@ -3,32 +3,40 @@
     image (B,S,S,3) 0..255 -> EfficientNet -> F (B,h,w,C) -> GAP "gap" -> g (B,C) -> Dropout
         -> Dense(K) "classifier" -> logits z (B,K) -> softmax "probs" p (B,K)
 
-`build_graph` returns the input and a dict of named outputs; `CAMModel` (dermo.model.cam_model) trains on
-them and `inference_model` keeps image -> p for saving. No builder here compiles anything.
+With cam_stride=16, F is a stride-16 map instead (`stride16_features`), so the CAMs have twice the resolution;
+GAP, the classifier and the softmax stay as they are, so the logit is still the spatial mean of the CAM plus
+the bias. `build_graph` returns the input and a dict of named outputs; `CAMModel` (dermo.model.cam_model)
+trains on them and `inference_model` keeps image -> p for saving. No builder here compiles anything.
 """
 from __future__ import annotations
 
 import keras
 
 from dermo.model.backbones import BackboneSpec, build_backbone, check_image_size, get_backbone
-from dermo.model.names import CLASSIFIER_LAYER, DROPOUT_LAYER, GAP_LAYER, INPUT_NAME, PROBS_LAYER, SEG_LAYER
+from dermo.model.names import (CAM_FEATURE_LAYERS, CLASSIFIER_LAYER, DROPOUT_LAYER, FEATURE16_LAYER, GAP_LAYER,
+                               INPUT_NAME, PROBS_LAYER, SEG_LAYER)
 
 HEADS = ("classification", "segmentation")
+CAM16_WIDTH = 512                 # channels C of the stride-16 CAM features
 
 
 def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | None = None,
-                weights: str = "none", dropout: float = 0.2, head: str = "classification"):
+                weights: str = "none", dropout: float = 0.2, head: str = "classification", cam_stride: int = 32):
     """-> (inputs, outputs) of a fresh flat graph, outputs a dict:
         "probs" (B,K) softmax, "logits" (B,K), "features" F (B,h,w,C), "pooled" g (B,C)
-        (+ "mask" (B,S,S,1) sigmoid with head="segmentation")."""
+        (+ "mask" (B,S,S,1) sigmoid with head="segmentation"); F is stride 32 or, with cam_stride=16, 16."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
+    if cam_stride not in CAM_FEATURE_LAYERS:
+        raise ValueError(f"unknown CAM stride {cam_stride!r}; use one of {', '.join(map(str, CAM_FEATURE_LAYERS))}")
     spec = get_backbone(backbone)
     size = image_size or spec.resolution
     check_image_size(spec, size)
     inputs = keras.Input((size, size, 3), name=INPUT_NAME)
     base = build_backbone(spec, inputs, weights)
-    features = base.get_layer(spec.feature_layer).output
+    top = features = base.get_layer(spec.feature_layer).output
+    if cam_stride == 16:
+        features = stride16_features(base, spec, top)
     pooled = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
     x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(pooled)
     logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
@@ -36,8 +44,23 @@ def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | No
     probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)
     outputs = {"probs": probs, "logits": logits, "features": features, "pooled": pooled}
     if head == "segmentation":
-        outputs["mask"] = segmentation_decoder(base, spec, features, size)
+        outputs["mask"] = segmentation_decoder(base, spec, top, size)
     return inputs, outputs
+
+
+def stride16_features(base: keras.Model, spec: BackboneSpec, top, width: int = CAM16_WIDTH):
+    """F16 (B,2h',2w',C) = swish(BN(conv1x1(stride-16 map) + resize(conv1x1(last map)))), named FEATURE16_LAYER:
+    the stride-16 skip (`spec.skip_layers[0]`) gives the position, the last map (all of the backbone) the
+    meaning; the swish after the sum lets the fine branch switch coarse evidence off cell by cell."""
+    layers = keras.layers
+    skip = base.get_layer(spec.skip_layers[0]).output                   # (B,⌈S/16⌉,⌈S/16⌉,C16)
+    h, w = skip.shape[1], skip.shape[2]
+    fine = layers.Conv2D(width, 1, use_bias=False, name="cam16_skip")(skip)
+    coarse = layers.Conv2D(width, 1, use_bias=False, name="cam16_top")(top)
+    coarse = layers.Resizing(h, w, interpolation="bilinear", name="cam16_up")(coarse)
+    x = layers.Add(name="cam16_add")([fine, coarse])
+    x = layers.BatchNormalization(name="cam16_bn")(x)
+    return layers.Activation("swish", name=FEATURE16_LAYER)(x)
 
 
 def segmentation_decoder(base: keras.Model, spec: BackboneSpec, features, size: int, width: int = 64):

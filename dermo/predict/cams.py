@@ -5,7 +5,8 @@ The models are flat Keras functional graphs
     -> Dropout -> Dense(K, softmax) "classifier" -> probs (B,K)
 so the feature map is the input of layer "gap" and CAM_k = sum_c F[..., c] * W[c, k] with W the
 "classifier" kernel (C, K). Averaging CAM_k over positions and adding the bias gives the logit of
-class k (Dropout is the identity at inference).
+class k (Dropout is the identity at inference). F is the output of the layer named by the model contract's
+`feature_layer`: "top_activation" (stride 32) or, for --cam-stride 16, "cam16_features" (stride 16).
 """
 from __future__ import annotations
 
@@ -23,11 +24,21 @@ def _layer(model, name):
                          f"'{GAP_LAYER}' followed by a Dense named '{CLASSIFIER_LAYER}')") from None
 
 
-def feature_model(model) -> keras.Model:
-    """keras.Model mapping image (B,S,S,3) -> [features (B,h,w,C), probs (B,K)]."""
+def feature_layer_name(model) -> str:
+    """Name of the layer whose output "gap" pools: the CAM features."""
+    features = _layer(model, GAP_LAYER).input
+    return next(layer.name for layer in model.layers if layer.output is features)
+
+
+def feature_model(model, layer: str | None = None) -> keras.Model:
+    """keras.Model mapping image (B,S,S,3) -> [features (B,h,w,C), probs (B,K)]; `layer` (e.g. the contract's
+    feature_layer) must name the layer that "gap" pools, since only its CAMs are exact class evidence."""
     gap = _layer(model, GAP_LAYER)
     _layer(model, CLASSIFIER_LAYER)
     features = gap.input
+    if layer is not None and _layer(model, layer).output is not features:
+        raise ValueError(f"layer '{layer}' is not the feature map that '{GAP_LAYER}' pools "
+                         f"('{feature_layer_name(model)}'); its CAMs would not add up to the logits")
     if len(features.shape) != 4:
         raise ValueError(f"layer '{GAP_LAYER}' input must be a (B,h,w,C) feature map, "
                          f"got shape {features.shape}")

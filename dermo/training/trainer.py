@@ -16,6 +16,7 @@ from dermo.data.duplicates import check_duplicates
 from dermo.errors import DermoError
 from dermo.model.backbones import check_image_size, check_weights, get_backbone
 from dermo.model.cam_model import CAMModel
+from dermo.model.names import CAM_FEATURE_LAYERS
 from dermo.model.network import inference_model, segmentation_model
 from dermo.pipeline.batches import LesionBatches
 from dermo.pipeline.prepare import prepare, settings_for
@@ -166,7 +167,7 @@ def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
             "input": "RGB float 0..255 (B,S,S,3) after the preprocessing; normalisation is inside the model",
             "backbone": cfg.backbone, "weights": cfg.weights if cfg.weights in ("imagenet", "noisy-student",
                                                                                    "none") else "file",
-            "feature_layer": get_backbone(cfg.backbone).feature_layer, "dermo_version": __version__}
+            "feature_layer": CAM_FEATURE_LAYERS[cfg.cam_stride], "dermo_version": __version__}
 
 
 def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log,
@@ -183,7 +184,7 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     history = pd.read_csv(run_dir / runs.HISTORY)
     plot_history(history, run_dir / runs.CURVES)
     config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,
-              "data_source": ds.source, "feature_layer": get_backbone(cfg.backbone).feature_layer,
+              "data_source": ds.source, "feature_layer": contract["feature_layer"],
               "class_weights": class_weights, "preprocessing": contract["preprocessing"],
               "train_seconds": round(seconds, 1), "skipped": ds.skipped}
     runs.write_json(run_dir / runs.CONFIG, config)
