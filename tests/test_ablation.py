@@ -1,9 +1,11 @@
 """dermo.ablation: the loss grid on tiny generated data (64 px, B0 from scratch, 1 epoch, 2 trainings)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +15,9 @@ import pytest
 import evaluate
 from dermo.data.synthetic import write_dataset
 from dermo.experiments import ablation
-from dermo.run.config import TrainConfig
+from dermo.experiments import grid as configs
+from dermo.experiments.ablation_report import cell
+from dermo.run.config import RECOMMENDED_LAMBDA_OUTSIDE, TrainConfig
 from dermo.training import trainer as training
 
 CONFIGS = ["baseline", "+mask", "full"]          # full = +mask with the default options: 2 trainings
@@ -49,7 +53,8 @@ def test_tables_rows_columns_and_values_equal_each_runs_metrics(grid):
     data, out = grid
     table = pd.read_csv(out / "ablation.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == ["config", "run", "lambda_center", "lambda_cskl", "cskl", "lambda_mask",
-                                   *METRIC_COLUMNS, "train_s", "eval_s", "wall_s", "error"]
+                                   "lambda_outside", "cam_stride", *METRIC_COLUMNS, "train_s", "eval_s", "wall_s",
+                                   "error"]
     assert table["config"].tolist() == CONFIGS
     assert table["run"].tolist() == ["baseline", "+mask", "+mask"]          # full reuses +mask's run
     assert not (out / "full").exists()
@@ -68,7 +73,7 @@ def test_tables_rows_columns_and_values_equal_each_runs_metrics(grid):
         assert row["train_s"] == cfg["train_seconds"] and row["eval_s"] == m["predict_seconds"]
         assert row["wall_s"] >= row["train_s"] > 0
         assert pd.isna(row["error"])
-        cells = [ablation._cell(as_number(m[k])) for k in METRIC_COLUMNS]
+        cells = [cell(as_number(m[k])) for k in METRIC_COLUMNS]
         assert f"| {row['config']} | " + " | ".join(cells) + " |" in md
     chart = cv2.imread(str(out / "ablation.png"))
     assert chart is not None and chart.shape[0] > 200 and chart.shape[1] > 400
@@ -133,15 +138,24 @@ def test_unknown_configuration_is_one_line(tmp_path, capsys):
 
 def test_grid_takes_the_lambdas_of_the_options():
     base = TrainConfig(data="d", lambda_center=2.0, lambda_cskl=0.3, lambda_mask=0.7, cskl="original")
-    got = {n: ablation.loss_overrides(base, n) for n in ablation.CONFIGS}
-    assert got["baseline"] == dict(lambda_center=0.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0)
-    assert got["+center"] == dict(lambda_center=2.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0)
-    assert got["+cskl-original"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.0)
-    assert got["+cskl-penalized"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.0)
-    assert got["+mask"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7)
-    assert got["full"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.7)
-    planned = ablation.plan(base, list(ablation.CONFIGS), ablation.Path("/nonexistent/abl"))
-    assert len({cfg.out for _, cfg in planned}) == 6         # full differs from +mask here: its own run
+    got = {n: configs.loss_overrides(base, n) for n in configs.CONFIGS}
+    deck = dict(lambda_outside=0.0, cam_stride=32)
+    assert got["baseline"] == dict(lambda_center=0.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0, **deck)
+    assert got["+center"] == dict(lambda_center=2.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0, **deck)
+    assert got["+cskl-original"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.0,
+                                         **deck)
+    assert got["+cskl-penalized"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.0,
+                                          **deck)
+    assert got["+mask"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7, **deck)
+    outside = dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7,
+                   lambda_outside=RECOMMENDED_LAMBDA_OUTSIDE)         # switched on: the recommended λ4
+    assert got["+outside"] == dict(**outside, cam_stride=32)
+    assert got["+stride16"] == dict(**outside, cam_stride=16)
+    assert got["full"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.7, **deck)
+    given = configs.loss_overrides(dataclasses.replace(base, lambda_outside=0.25, cam_stride=16), "+outside")
+    assert (given["lambda_outside"], given["cam_stride"]) == (0.25, 16)               # the options' own
+    planned = configs.plan(base, list(configs.CONFIGS), Path("/nonexistent/abl"))
+    assert len({cfg.out for _, cfg in planned}) == 8         # full differs from +mask here: its own run
 
 
 def test_demo_uses_demo_data_and_settings(tmp_path, monkeypatch):
@@ -167,7 +181,7 @@ def test_interrupted_training_is_resumed(tmp_path, monkeypatch):
     out, seen = tmp_path / "grid", {}
     base = TrainConfig(data=str(tmp_path / "data"), task="binary", image_size=64, epochs=1, weights="none",
                       batch_size=8)                                     # = args_for's options
-    for name, cfg in ablation.plan(base, ["baseline", "+center"], out):
+    for name, cfg in configs.plan(base, ["baseline", "+center"], out):
         cfg.run_dir.mkdir(parents=True)
         runs.write_json(cfg.run_dir / runs.RESUME_CONFIG, vars(cfg))
     runs.write_json(out / "baseline" / "backup" / STATE, {"epoch": 0})
