@@ -7,8 +7,9 @@
 
 Writes eval-<split>/ (default runs/NAME/eval-<split>/, or beside a --model file): metrics.json,
 predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png (the predicted class's CAM over
-the first 16 images, lesion mask contour in white). With --images: predict/ with predictions.csv and
-cams.png. The image size comes from the model's input; preprocessing is cached.
+16 images, lesion mask contour in white), focus.png (histogram of the per-image lesion focus, per class).
+With --images: predict/ with predictions.csv and cams.png. The image size comes from the model's input;
+preprocessing is cached.
 
 A run is evaluated on exactly the rows of its split.csv for --split (runs from before split.csv: the split
 is rebuilt from config.json). With --data, images the run trained on are refused unless --split train.
@@ -170,7 +171,8 @@ def evaluate(args, log=print) -> dict:
         log(f"segmentation head: mean Dice {extra['segmentation_dice']:.4f} vs the lesion masks")
     m, report = write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred)
     log(report.rstrip())
-    log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png)")
+    log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png, "
+        "focus.png)")
     return m
 
 

@@ -1,5 +1,5 @@
-"""Writing an evaluation folder: metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png
-and cams.png (labelled), or predictions.csv and cams.png (unlabelled).
+"""Writing an evaluation folder: metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png,
+cams.png and focus.png (labelled), or predictions.csv and cams.png (unlabelled).
 """
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def cam_summary(pred: Predictions) -> dict:
             "max_abs_cam": pred.max_abs_cam}
 
 
+def focus_text(pred: Predictions, per_class: dict, lowest: int = 5) -> str:
+    """report.txt lines: lesion focus per class and the images with the lowest focus (see focus.png)."""
+    order = [i for i in np.argsort(pred.focus, kind="stable") if np.isfinite(pred.focus[i])][:lowest]
+    return (f"lesion focus per class: {', '.join(f'{c} {fmt(v)}' for c, v in per_class.items())}\n"
+            f"lowest lesion focus: {', '.join(f'{Path(pred.paths[i]).name} {pred.focus[i]:.2f}' for i in order)}\n")
+
+
 def _titles(pred: Predictions, classes, indices) -> list[str]:
     out = []
     for i in indices:
@@ -79,12 +86,13 @@ def write_labelled(out, paths, labels, probs, classes, extra: dict | None = None
     m.update(extra or {})
     if pred is not None and pred.focus is not None:
         m.update(cam_summary(pred))
+        m["lesion_focus_per_class"] = metrics.focus_by_class(pred.focus, labels, classes)
     m["classes"] = list(classes)
     report = metrics.report_text(labels, probs, classes)
     if "lesion_focus" in m:
         report += (f"\nlesion focus: {fmt(m['lesion_focus'])}   CAM-mask Pearson r: "
                    f"{fmt(m['cam_mask_pearson'])}   max |CAM|: {fmt(m['max_abs_cam'])}"
-                   f"   masks: {m.get('mask_source', 'n/a')}\n")
+                   f"   masks: {m.get('mask_source', 'n/a')}\n" + focus_text(pred, m["lesion_focus_per_class"]))
     runs.write_json(out / "metrics.json", m)
     frame = predictions_frame(paths, probs, classes, labels,
                               pred.focus if pred is not None else None,
@@ -95,6 +103,10 @@ def write_labelled(out, paths, labels, probs, classes, extra: dict | None = None
     plot_roc(labels, probs, classes, out / "roc.png")
     if pred is not None:
         write_cams(out, pred, classes)
+    if pred is not None and pred.focus is not None:
+        from dermo.evaluation.plots import plot_focus_histogram
+
+        plot_focus_histogram(pred.focus, labels, classes, out / "focus.png")
     return m, report
 
 

@@ -54,6 +54,17 @@ def lesion_focus(cams, masks) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def focus_by_class(focus, labels, classes) -> dict:
+    """{class name: mean per-image lesion focus over that class's images where it is defined (None if none)}.
+    focus (N,) per-image values (NaN = undefined), labels (N,) true class indices."""
+    focus, labels = np.asarray(focus, np.float64), np.asarray(labels)
+    out = {}
+    for k, name in enumerate(classes):
+        v = focus[(labels == k) & np.isfinite(focus)]
+        out[str(name)] = float(v.mean()) if v.size else None
+    return out
+
+
 def cam_mask_pearson(cams, masks) -> float | None:
     """Mean Pearson r between each CAM (upsampled to its mask's size) and its binary mask.
     Images whose CAM or mask has zero variance are skipped; None if no image is left."""
