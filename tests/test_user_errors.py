@@ -54,6 +54,7 @@ def tiny(data, out, *extra):
     (["--val-fraction", "1.5"], "--val-fraction 1.5: use a share between 0 and 1"),
     (["--learning-rate", "-1"], "--learning-rate -1.0: must be positive"),
     (["--lambda-cskl", "-0.1"], "--lambda-cskl -0.1: loss weights must be 0 (off) or more"),
+    (["--lambda-outside", "-1"], "--lambda-outside -1.0: loss weights must be 0 (off) or more"),
 ])
 def test_train_option_mistakes_are_refused_before_anything_is_written(data, tmp_path, capsys, extra,
                                                                         expected):

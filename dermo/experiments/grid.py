@@ -47,6 +47,7 @@ NOT_SETTINGS = ("out", "resume", "workers", "cache_dir", "demo", "allow_duplicat
 EVAL_DIR = "eval-val"
 TIMING = "ablation_timing.json"
 
+
 class AblationError(DermoError, ValueError):
     """An ablation that cannot run as asked; one line naming the option or folder and the fix."""
 
