@@ -149,3 +149,21 @@ def test_outside_term_is_tracked_and_trains_backbone_and_stride16_branch(model16
     g = grads_of(model16, {"outside_loss": 1.0}, x, y, m)
     for part in ("stem_conv", "cam16_skip", "cam16_top", "classifier"):
         assert norm(g[next(k for k in g if k.startswith(part) or f"/{part}" in k)]) > 0, part
+
+
+def test_occlusion_form_runs_the_lesion_only_images_in_the_same_pass():
+    from dermo.losses import occlude_outside
+
+    keras.utils.set_random_seed(2)
+    inputs, outputs = build_graph("B0", 2, SIZE, "none")
+    m = CAMModel(inputs, outputs, LossConfig(lambda_outside=1.0, outside_form="logit"))
+    x, y, mask = batch(seed=4)
+    out = m.forward(x, mask, training=False)        # inference mode: each half as if alone
+    np.testing.assert_allclose(np.asarray(out["logits"]), np.asarray(m(x)["logits"]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["lesion_logits"]),
+                               np.asarray(m(occlude_outside(x, mask))["logits"]), atol=1e-5)
+    assert out["features"].shape[0] == len(x)
+    with tf.GradientTape() as tape:
+        term = m.loss_terms(y, mask, m.forward(x, mask, training=True), training=True)["outside_loss"]
+    grads = dict(zip([v.path for v in m.trainable_variables], tape.gradient(term, m.trainable_variables)))
+    assert float(term) > 0 and norm(grads[next(k for k in grads if "stem_conv" in k)]) > 0

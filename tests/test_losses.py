@@ -6,7 +6,8 @@ import tensorflow as tf
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, focal_loss, kl_penalty,
-                          mask_loss, outside_loss, resize_masks, updated_centers)
+                          mask_loss, occlude_outside, outside_logit_loss, outside_loss, resize_masks,
+                          updated_centers)
 from dermo.model.cam import class_activation_maps
 
 
@@ -326,6 +327,32 @@ def test_outside_loss_finite_for_empty_full_and_zero_maps():
         assert float(val) == 0.0 and np.all(np.isfinite(g))
     with pytest.raises(ValueError, match="outside-evidence form"):
         outside_loss(cams, masks, form="negative")
+
+
+def test_occlude_outside_fills_the_outside_with_its_mean_colour():
+    x = np.zeros((3, 2, 2, 3), np.float32)
+    x[:, 0, 0] = [200, 100, 50]                         # the lesion pixel (image 0)
+    x[:, 0, 1], x[:, 1, 0], x[:, 1, 1] = [10, 20, 30], [40, 50, 60], [70, 80, 90]
+    m = np.zeros((3, 2, 2, 1), np.float32)
+    m[0, 0, 0] = 1
+    m[1] = 1                                            # full mask: unchanged; image 2: empty mask
+    got = npv(occlude_outside(x, m))
+    want0 = np.array([[[200, 100, 50], [40, 50, 60]], [[40, 50, 60], [40, 50, 60]]], np.float32)
+    np.testing.assert_allclose(got[0], want0)           # outside mean of (10,40,70), (20,50,80), (30,60,90)
+    np.testing.assert_allclose(got[1], x[1])
+    np.testing.assert_allclose(got[2], np.broadcast_to(x[2].mean(axis=(0, 1)), (2, 2, 3)), rtol=1e-6)
+
+
+def test_outside_logit_loss_hand_values():
+    masks = np.zeros((3, 4, 4, 1), np.float32)
+    masks[:2, 1:3, 1:3] = 1                             # image 2: empty mask, left out
+    logits = np.array([[2.0, 0.0], [1.0, 1.0], [9.0, -9.0]], np.float32)
+    occluded = np.array([[1.0, 0.0], [6.0, 6.0], [0.0, 0.0]], np.float32)
+    # image 0: change (1, 0) -> contrast (0.5, -0.5) -> 0.25; image 1: same change for every class -> 0
+    assert float(npv(outside_logit_loss(logits, occluded, masks))) == pytest.approx(0.125, rel=1e-6)
+    assert float(npv(outside_logit_loss(logits, logits + 3.0, masks))) == 0.0
+    val, g = grad_of(lambda v: outside_logit_loss(v, occluded, masks), logits)
+    np.testing.assert_allclose(g, [[0.25, -0.25], [0, 0], [0, 0]], atol=1e-6)   # d/dz of Σ_i mean_k Δ²/2
 
 
 # ---------------------------------------------------------------- gradients, extreme values

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from dermo.losses import center_sums, updated_centers
+from dermo.losses import center_sums, occlude_outside, updated_centers
 from dermo.model.names import CLASSIFIER_LAYER
 from dermo.model.objective import TERMS, LossConfig, loss_terms
 
@@ -51,6 +51,19 @@ class CAMModel(keras.Model):
         return loss_terms(self.loss_config, y, masks, out, self.get_layer(CLASSIFIER_LAYER).kernel,
                           self.centers, training)
 
+    def forward(self, x, masks, training: bool = False) -> dict:
+        """The graph's outputs on x; with the occlusion form of L_outside also "lesion_logits", the logits of x
+        occluded outside the lesion — one pass over [x, x̃] (2B), so both halves share BatchNorm's batch
+        statistics; every other output is x's half."""
+        if not self.loss_config.needs_occluded:
+            return self(x, training=training)
+        b = ops.shape(x)[0]
+        both = self(ops.concatenate([ops.cast(x, "float32"), occlude_outside(x, masks)], axis=0),
+                    training=training)
+        out = {k: v[:b] for k, v in both.items()}
+        out["lesion_logits"] = both["logits"][b:]
+        return out
+
     def _update_trackers(self, terms, y, probs):
         # weighted by the batch size: epoch values are means over images, also with a partial last batch
         n = ops.cast(ops.shape(y)[0], "float32")
@@ -63,7 +76,7 @@ class CAMModel(keras.Model):
         x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            out = self(x, training=True)
+            out = self.forward(x, masks, training=True)
             terms = self.loss_terms(y, masks, out, training=True)
             # gradients are summed over replicas: each replica contributes loss / replicas
             scaled = self.optimizer.scale_loss(terms["loss"] / replicas)
@@ -77,7 +90,7 @@ class CAMModel(keras.Model):
 
     def test_step(self, data):
         x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
-        out = self(x, training=False)
+        out = self.forward(x, masks, training=False)
         return self._update_trackers(self.loss_terms(y, masks, out), y, out["probs"])
 
     def predict_step(self, data):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, cskl_loss, dice_bce_loss, focal_loss, mask_loss,
-                          outside_loss, soft_dice)
+                          outside_logit_loss, outside_loss, soft_dice)
 from dermo.model.cam import class_activation_maps
 
 TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss")
@@ -33,8 +33,14 @@ class LossConfig:
     center_momentum: float = 0.5      # new centre = m·old + (1−m)·epoch mean
     lambda_seg: float = 1.0           # segmentation head (when the model has one): BCE + 1 − Dice
     class_weights: tuple[float, ...] | None = None   # per-class weights of L_cls in training (None: all 1)
-    lambda_outside: float = 0.0       # λ4: share of class evidence outside the lesion (0: off, the deck's loss)
-    outside_form: str = "contrast"    # "contrast" |CAM_k − mean_j CAM_j| or "positive" relu(CAM_k)
+    lambda_outside: float = 0.0       # λ4: class evidence outside the lesion (0: off, the deck's loss)
+    outside_form: str = "contrast"    # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k);
+                                      # "logit": logit change when the outside is occluded (needs out["lesion_logits"])
+
+    @property
+    def needs_occluded(self) -> bool:
+        """The train/test step must also run the lesion-only images (out["lesion_logits"])."""
+        return bool(self.lambda_outside) and self.outside_form == "logit"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +53,8 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
         cfg: loss weights and options.
         y: (B,K) one-hot labels.  masks: (B,S,S,1) lesion masks in {0,1}.
         out: the graph's outputs: "logits" (B,K), "features" F (B,h,w,C), "pooled" g (B,C)
-             [, "mask" (B,S,S,1)].
+             [, "mask" (B,S,S,1)] [, "lesion_logits" (B,K): the logits of the images occluded outside the lesion
+             (dermo.losses.occlude_outside), which the step adds when cfg.needs_occluded].
         kernel: (C,K) classifier kernel W.  centers: (K,C) class centres (constants for the gradient).
         training: class weights apply to L_cls in training only (the validation loss stays unweighted).
     """
@@ -70,7 +77,12 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
                       if cfg.lambda_cskl and cfg.cskl != "off" else zero),
         "mask_loss": mask_loss(cams, masks) if cfg.lambda_mask else zero,
     }
-    terms["outside_loss"] = outside_loss(cams, masks, cfg.outside_form) if cfg.lambda_outside else zero
+    if not cfg.lambda_outside:
+        terms["outside_loss"] = zero
+    elif cfg.outside_form == "logit":
+        terms["outside_loss"] = outside_logit_loss(out["logits"], out["lesion_logits"], masks)
+    else:
+        terms["outside_loss"] = outside_loss(cams, masks, cfg.outside_form)
     terms["loss"] = (terms["cls_loss"] + cfg.lambda_center * terms["center_loss"]
                      + cfg.lambda_cskl * terms["cskl_loss"] + cfg.lambda_mask * terms["mask_loss"]
                      + cfg.lambda_outside * terms["outside_loss"])

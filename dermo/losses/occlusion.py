@@ -1,0 +1,41 @@
+"""The outside part of the logit, measured by occlusion: L_outside's "logit" form (docs/method.md §5).
+
+The CAM forms (dermo.losses.outside) count where the class evidence *sits* on the feature grid; but every cell of
+a deep feature map sees most of the image, so a lesion cell can carry an artefact's evidence. The logit form
+measures what the decision *takes* from outside the lesion instead: the same network on the image with
+everything outside the lesion replaced by that region's mean colour,
+
+    x̃_i = m_i·x_i + (1 − m_i)·c_i,   c_i = Σ (1 − m_i)·x_i / Σ (1 − m_i)   (per channel; x_i where m_i is full)
+
+and the change of the class-contrast logits, z_k − mean_j z_j, between x_i and x̃_i:
+
+    Δ_ik = (z_ik − z̃_ik) − mean_j (z_ij − z̃_ij)          (K = 2: Δ_i1 = −Δ_i0 = half the change of z_1 − z_0)
+    L = Σ_i valid_i · mean_k Δ_ik² / max(Σ_i valid_i, 1),   valid_i = [mean m_i > 1e-6]
+
+L = 0 exactly when no decision changes when the outside is removed. Empty masks are left out (x̃ would be
+blank); full masks give x̃ = x.
+"""
+
+from keras import ops
+
+
+def occlude_outside(images, masks):
+    """images (B,S,S,3), masks (B,S,S,1) or (B,S,S) in [0,1] -> (B,S,S,3) float32: outside the lesion, each
+    image's mean colour there (no gradient: the images are data)."""
+    x = ops.cast(ops.convert_to_tensor(images), "float32")
+    m = ops.cast(ops.convert_to_tensor(masks), "float32")
+    if len(m.shape) == 3:
+        m = m[..., None]
+    out = 1.0 - m
+    fill = ops.sum(x * out, axis=(1, 2), keepdims=True) / ops.maximum(ops.sum(out, axis=(1, 2), keepdims=True), 1.0)
+    return ops.stop_gradient(m * x + out * fill)
+
+
+def outside_logit_loss(logits, lesion_logits, masks, min_lesion=1e-6):
+    """Mean squared change of the class-contrast logits when the outside of the lesion is occluded (module
+    docstring). logits, lesion_logits (B,K); masks (B,S,S,1) or (B,S,S). Scalar float32 ≥ 0."""
+    change = ops.cast(logits, "float32") - ops.cast(lesion_logits, "float32")             # (B,K)
+    delta = change - ops.mean(change, axis=1, keepdims=True)
+    m = ops.cast(ops.convert_to_tensor(masks), "float32")
+    valid = ops.cast(ops.mean(ops.reshape(m, (ops.shape(m)[0], -1)), axis=1) > min_lesion, "float32")   # (B,)
+    return ops.sum(ops.mean(ops.square(delta), axis=1) * valid) / ops.maximum(ops.sum(valid), 1.0)
