@@ -329,18 +329,22 @@ def test_outside_loss_finite_for_empty_full_and_zero_maps():
         outside_loss(cams, masks, form="negative")
 
 
-def test_occlude_outside_fills_the_outside_with_its_mean_colour():
+def test_occlude_outside_keeps_the_lesion_and_greys_the_rest_whatever_it_holds():
     x = np.zeros((3, 2, 2, 3), np.float32)
     x[:, 0, 0] = [200, 100, 50]                         # the lesion pixel (image 0)
     x[:, 0, 1], x[:, 1, 0], x[:, 1, 1] = [10, 20, 30], [40, 50, 60], [70, 80, 90]
-    m = np.zeros((3, 2, 2, 1), np.float32)
+    m = np.zeros((3, 2, 2), np.float32)
     m[0, 0, 0] = 1
-    m[1] = 1                                            # full mask: unchanged; image 2: empty mask
+    m[1] = 1                                            # full mask: unchanged; image 2: empty mask, all grey
     got = npv(occlude_outside(x, m))
-    want0 = np.array([[[200, 100, 50], [40, 50, 60]], [[40, 50, 60], [40, 50, 60]]], np.float32)
-    np.testing.assert_allclose(got[0], want0)           # outside mean of (10,40,70), (20,50,80), (30,60,90)
-    np.testing.assert_allclose(got[1], x[1])
-    np.testing.assert_allclose(got[2], np.broadcast_to(x[2].mean(axis=(0, 1)), (2, 2, 3)), rtol=1e-6)
+    want0 = np.full((2, 2, 3), 127.5, np.float32)
+    want0[0, 0] = [200, 100, 50]
+    np.testing.assert_array_equal(got[0], want0)
+    np.testing.assert_array_equal(got[1], x[1])
+    np.testing.assert_array_equal(got[2], np.full((2, 2, 3), 127.5, np.float32))
+    sticker = x.copy()
+    sticker[0, 1, 1] = [0, 255, 0]                      # an artefact outside: no trace in the occluded image
+    np.testing.assert_array_equal(npv(occlude_outside(sticker, m))[0], want0)
 
 
 def test_outside_logit_loss_hand_values():

@@ -82,9 +82,11 @@ def config_for(base: TrainConfig, name: str, run_dir) -> TrainConfig:
 
 def settings(d: dict) -> dict:
     """The options of a config (TrainConfig fields of a dict) that change what the run learns; an option
-    missing from an older saved config has its default (what that run did)."""
+    missing from an older saved config has its default (what that run did); --outside-form does nothing while
+    λ4 is 0."""
     full = dataclasses.asdict(TrainConfig.from_dict(d))
-    return {k: v for k, v in full.items() if k not in NOT_SETTINGS}
+    inert = NOT_SETTINGS + (("outside_form",) if not full["lambda_outside"] else ())
+    return {k: v for k, v in full.items() if k not in inert}
 
 
 def check_run_folder(cfg: TrainConfig) -> None:

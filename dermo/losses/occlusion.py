@@ -3,9 +3,12 @@
 The CAM forms (dermo.losses.outside) count where the class evidence *sits* on the feature grid; but every cell of
 a deep feature map sees most of the image, so a lesion cell can carry an artefact's evidence. The logit form
 measures what the decision *takes* from outside the lesion instead: the same network on the image with
-everything outside the lesion replaced by that region's mean colour,
+everything outside the lesion replaced by a constant grey,
 
-    x̃_i = m_i·x_i + (1 − m_i)·c_i,   c_i = Σ (1 − m_i)·x_i / Σ (1 − m_i)   (per channel; x_i where m_i is full)
+    x̃_i = m_i·x_i + (1 − m_i)·FILL,   FILL = 127.5 on every channel   (x_i itself where m_i is full)
+
+The fill must not depend on the outside: a fill computed from it (its mean colour, a blur) still carries the
+artefact — a sticker shifts the mean colour by a few units — and a network learns to read that instead.
 
 and the change of the class-contrast logits, z_k − mean_j z_j, between x_i and x̃_i:
 
@@ -18,17 +21,17 @@ blank); full masks give x̃ = x.
 
 from keras import ops
 
+FILL = 127.5          # the grey that replaces the outside of the lesion (images are 0..255)
 
-def occlude_outside(images, masks):
-    """images (B,S,S,3), masks (B,S,S,1) or (B,S,S) in [0,1] -> (B,S,S,3) float32: outside the lesion, each
-    image's mean colour there (no gradient: the images are data)."""
+
+def occlude_outside(images, masks, fill=FILL):
+    """images (B,S,S,3) 0..255, masks (B,S,S,1) or (B,S,S) in [0,1] -> (B,S,S,3) float32: the lesion as it is,
+    `fill` outside it (no gradient: the images are data)."""
     x = ops.cast(ops.convert_to_tensor(images), "float32")
     m = ops.cast(ops.convert_to_tensor(masks), "float32")
     if len(m.shape) == 3:
         m = m[..., None]
-    out = 1.0 - m
-    fill = ops.sum(x * out, axis=(1, 2), keepdims=True) / ops.maximum(ops.sum(out, axis=(1, 2), keepdims=True), 1.0)
-    return ops.stop_gradient(m * x + out * fill)
+    return ops.stop_gradient(m * x + (1.0 - m) * fill)
 
 
 def outside_logit_loss(logits, lesion_logits, masks, min_lesion=1e-6):

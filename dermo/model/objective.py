@@ -34,7 +34,7 @@ class LossConfig:
     lambda_seg: float = 1.0           # segmentation head (when the model has one): BCE + 1 − Dice
     class_weights: tuple[float, ...] | None = None   # per-class weights of L_cls in training (None: all 1)
     lambda_outside: float = 0.0       # λ4: class evidence outside the lesion (0: off, the deck's loss)
-    outside_form: str = "contrast"    # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k);
+    outside_form: str = "logit"       # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k);
                                       # "logit": logit change when the outside is occluded (needs out["lesion_logits"])
 
     @property

@@ -35,7 +35,7 @@ class TrainConfig:
     lambda_cskl: float = 0.1
     lambda_mask: float = 0.5
     lambda_outside: float = 0.0           # λ4, beyond the deck: class evidence outside the lesion (0 = off)
-    outside_form: str = "contrast"
+    outside_form: str = "logit"
     cam_stride: int = 32                  # 16: CAMs and CAM losses on a stride-16 feature map
     cskl: str = "penalized"
     lambda_a: float = 0.1
