@@ -53,8 +53,8 @@ def test_tables_rows_columns_and_values_equal_each_runs_metrics(grid):
     data, out = grid
     table = pd.read_csv(out / "ablation.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == ["config", "run", "lambda_center", "lambda_cskl", "cskl", "lambda_mask",
-                                   "lambda_outside", "cam_stride", *METRIC_COLUMNS, "train_s", "eval_s", "wall_s",
-                                   "error"]
+                                   "lambda_outside", "outside_form", "cam_stride", *METRIC_COLUMNS, "train_s",
+                                   "eval_s", "wall_s", "error"]
     assert table["config"].tolist() == CONFIGS
     assert table["run"].tolist() == ["baseline", "+mask", "+mask"]          # full reuses +mask's run
     assert not (out / "full").exists()
@@ -139,7 +139,7 @@ def test_unknown_configuration_is_one_line(tmp_path, capsys):
 def test_grid_takes_the_lambdas_of_the_options():
     base = TrainConfig(data="d", lambda_center=2.0, lambda_cskl=0.3, lambda_mask=0.7, cskl="original")
     got = {n: configs.loss_overrides(base, n) for n in configs.CONFIGS}
-    deck = dict(lambda_outside=0.0, cam_stride=32)
+    deck = dict(lambda_outside=0.0, outside_form="logit", cam_stride=32)
     assert got["baseline"] == dict(lambda_center=0.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0, **deck)
     assert got["+center"] == dict(lambda_center=2.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0, **deck)
     assert got["+cskl-original"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.0,
@@ -148,7 +148,7 @@ def test_grid_takes_the_lambdas_of_the_options():
                                           **deck)
     assert got["+mask"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7, **deck)
     outside = dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7,
-                   lambda_outside=RECOMMENDED_LAMBDA_OUTSIDE)         # switched on: the recommended λ4
+                   lambda_outside=RECOMMENDED_LAMBDA_OUTSIDE, outside_form="logit")   # on: the recommended λ4
     assert got["+outside"] == dict(**outside, cam_stride=32)
     assert got["+stride16"] == dict(**outside, cam_stride=16)
     assert got["full"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.7, **deck)

@@ -56,7 +56,8 @@ def plan(n: int, n_test: int, bias: float, seed: int) -> list[tuple[str, str, in
         for k, cls in enumerate(names):
             idx = list(range(k, count, len(names)))
             n_val = max(1, round(VAL_FRACTION * len(idx))) if split == "biased" else 0
-            subsets = [("train", idx[:len(idx) - n_val]), ("val", idx[len(idx) - n_val:])] if n_val else [("", idx)]
+            cut = len(idx) - n_val
+            subsets = [("train", idx[:cut]), ("val", idx[cut:])] if n_val else [("", idx)]
             for subset, members in subsets:
                 rows += [(split, subset, i, cls, kind)
                          for i, kind in zip(members, _kinds(rng, len(members), share[cls]))]

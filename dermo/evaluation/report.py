@@ -52,8 +52,9 @@ def cam_summary(pred: Predictions) -> dict:
 def focus_text(pred: Predictions, per_class: dict, lowest: int = 5) -> str:
     """report.txt lines: lesion focus per class and the images with the lowest focus (see focus.png)."""
     order = [i for i in np.argsort(pred.focus, kind="stable") if np.isfinite(pred.focus[i])][:lowest]
+    worst = ", ".join(f"{Path(pred.paths[i]).name} {pred.focus[i]:.2f}" for i in order)
     return (f"lesion focus per class: {', '.join(f'{c} {fmt(v)}' for c, v in per_class.items())}\n"
-            f"lowest lesion focus: {', '.join(f'{Path(pred.paths[i]).name} {pred.focus[i]:.2f}' for i in order)}\n")
+            f"lowest lesion focus: {worst}\n")
 
 
 def _titles(pred: Predictions, classes, indices) -> list[str]:

@@ -31,7 +31,8 @@ def markdown(table: pd.DataFrame, base: TrainConfig) -> str:
     setting = (f"data `{base.data}`, task {base.task}, backbone {base.backbone}, {base.image_size} px, "
                f"at most {base.epochs} epoch(s), batch {base.batch_size}, weights {base.weights}, seed {base.seed}")
     config_rows = [[r.config, cell(r.lambda_center, 2), cell(r.lambda_cskl, 2), r.cskl, cell(r.lambda_mask, 2),
-                    cell(r.lambda_outside, 2), str(r.cam_stride), f"`{r.run}/`"] for r in table.itertuples()]
+                    cell(r.lambda_outside, 2), r.outside_form if r.lambda_outside else "–", str(r.cam_stride),
+                    f"`{r.run}/`"] for r in table.itertuples()]
     metric_rows = [[r["config"], *(cell(r[k]) for k in METRICS), *(cell(r[k], 1) for k in TIMES)]
                    for _, r in table.iterrows()]
     failed = [f"- `{r.config}` failed: {r.error}" for r in table.itertuples() if r.error]
@@ -47,7 +48,8 @@ def markdown(table: pd.DataFrame, base: TrainConfig) -> str:
         "equals `+mask`, and a configuration with the same settings as an earlier one reuses that run "
         "instead of training it twice. A term switched on takes its λ from the options (defaults λ1 1.0, "
         "λ2 0.1, λ3 0.5; λ4 --lambda-outside, else the recommended value).", "",
-        md_table(["configuration", "λ_center", "λ_cskl", "cskl", "λ_mask", "λ_outside", "CAM stride", "run"],
+        md_table(["configuration", "λ_center", "λ_cskl", "cskl", "λ_mask", "λ_outside", "outside form", "CAM stride",
+                  "run"],
                  config_rows),
         "Validation split (each run's `eval-val/metrics.json`). max |CAM| is the largest CAM magnitude "
         "over every class and image (the deck's \"dominant weights\"); lesion focus is the share of "

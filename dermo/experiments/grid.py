@@ -41,7 +41,8 @@ CONFIGS: dict[str, Terms | None] = {
     "+stride16": Terms(True, "penalized", True, True, 16),          # ... and CAMs on a stride-16 map
     "full": None,                                  # the options as given (defaults: same as +mask)
 }
-LOSS_FIELDS = ("lambda_center", "lambda_cskl", "cskl", "lambda_mask", "lambda_outside", "cam_stride")
+LOSS_FIELDS = ("lambda_center", "lambda_cskl", "cskl", "lambda_mask", "lambda_outside", "outside_form",
+               "cam_stride")
 # options that do not change what a run learns: a finished run is reused across them
 NOT_SETTINGS = ("out", "resume", "workers", "cache_dir", "demo", "allow_duplicates")
 EVAL_DIR = "eval-val"
@@ -73,7 +74,7 @@ def loss_overrides(base: TrainConfig, name: str) -> dict:
             "lambda_cskl": base.lambda_cskl if terms.cskl != "off" else 0.0,
             "cskl": terms.cskl, "lambda_mask": base.lambda_mask if terms.mask else 0.0,
             "lambda_outside": (base.lambda_outside or RECOMMENDED_LAMBDA_OUTSIDE) if terms.outside else 0.0,
-            "cam_stride": terms.cam_stride or base.cam_stride}
+            "outside_form": base.outside_form, "cam_stride": terms.cam_stride or base.cam_stride}
 
 
 def config_for(base: TrainConfig, name: str, run_dir) -> TrainConfig:

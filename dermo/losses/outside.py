@@ -1,12 +1,13 @@
-"""Outside-evidence term L_outside: the share of each class's evidence that lies outside the lesion
-(docs/method.md §5; beyond the source deck, off unless --lambda-outside > 0).
+"""Outside-evidence term L_outside, CAM forms: the share of each class's CAM evidence that lies outside the lesion
+(docs/method.md §5; beyond the source deck, off unless --lambda-outside > 0; the default form is the occlusion
+one, dermo.losses.occlusion).
 
 The logit of class k is the spatial mean of its CAM plus a bias, so softmax probabilities depend on the
 class-contrast maps D_k = CAM_k − mean_j CAM_j only: D_k(n) is position n's contribution to how much class k
 beats the average class (for K = 2, D_1 = −D_0 = (CAM_1 − CAM_0)/2, the evidence for the decision itself).
 With m the mask area-averaged to the CAM grid (cell = lesion fraction), per image i and class k:
 
-    contrast form (default):  share_ik = Σ_n |D_ik(n)|·(1 − m_i(n)) / (Σ_n |D_ik(n)| + ε)
+    contrast form:            share_ik = Σ_n |D_ik(n)|·(1 − m_i(n)) / (Σ_n |D_ik(n)| + ε)
     positive form:            share_ik = Σ_n relu(CAM_ik(n))·(1 − m_i(n)) / (Σ_n relu(CAM_ik(n)) + ε)
     L = Σ_i valid_i · mean_k share_ik / max(Σ_i valid_i, 1),   valid_i = [mean m_i > 1e-6]  (a lesion present)
 

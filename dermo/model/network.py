@@ -28,7 +28,7 @@ def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | No
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
     if cam_stride not in CAM_FEATURE_LAYERS:
-        raise ValueError(f"unknown CAM stride {cam_stride!r}; use one of {', '.join(map(str, CAM_FEATURE_LAYERS))}")
+        raise ValueError(f"unknown CAM stride {cam_stride!r}; use 32 or 16")
     spec = get_backbone(backbone)
     size = image_size or spec.resolution
     check_image_size(spec, size)

@@ -34,8 +34,8 @@ class LossConfig:
     lambda_seg: float = 1.0           # segmentation head (when the model has one): BCE + 1 − Dice
     class_weights: tuple[float, ...] | None = None   # per-class weights of L_cls in training (None: all 1)
     lambda_outside: float = 0.0       # λ4: class evidence outside the lesion (0: off, the deck's loss)
-    outside_form: str = "logit"       # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k);
-                                      # "logit": logit change when the outside is occluded (needs out["lesion_logits"])
+    outside_form: str = "logit"       # "logit": logit change when the outside is occluded (out["lesion_logits"]);
+                                      # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k)
 
     @property
     def needs_occluded(self) -> bool:
