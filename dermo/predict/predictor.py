@@ -6,8 +6,9 @@
     out.probs (N,K)  out.predicted (class names)  out.cams (N,h,w,K)  out.masks (N,S,S)  out.lesion_focus (N,)
 
 The classes, input size and preprocessing come from the model file's contract (dermo.run.contract), so raw
-images get exactly the field of view, hair removal, colour constancy and resize of training. evaluate.py and
-ensemble.py predict through this class too.
+images get exactly the field of view, hair removal, colour constancy and resize of training; so does the
+temperature stored by `evaluate.py --calibrate`: probabilities are softmax(log p / T) (T = 1: the model's own;
+CAMs and the predicted class do not change). evaluate.py and ensemble.py predict through this class too.
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ class Predictor:
     """A loaded classifier with its classes and preprocessing (see the module docstring)."""
 
     def __init__(self, model, classes: list[str], hair: bool = True, color: bool = True, cache_dir=None,
-                 batch_size: int = 16, source: str = ""):
+                 batch_size: int = 16, source: str = "", temperature: float = 1.0):
         self.model = model
+        self.temperature = float(temperature)          # calibration: probabilities softmax(log p / T)
         self.classes = list(classes)
         self.image_size = model_image_size(model)
         self.hair, self.color = bool(hair), bool(color)
@@ -90,6 +92,7 @@ class Predictor:
                                "give them (evaluate.py: --task binary|multiclass)")
         kwargs.setdefault("hair", pre.get("hair", True))
         kwargs.setdefault("color", pre.get("color", True))
+        kwargs.setdefault("temperature", contract.get("temperature", 1.0))
         return cls(load_model_safely(path), classes, source=str(path), **kwargs)
 
     @classmethod
@@ -113,8 +116,16 @@ class Predictor:
     def predict_items(self, items, tta: int = 1, with_cams: bool = True, preview: int = PREVIEW,
                       progress: bool = False) -> Predictions:
         """Prepared items -> Predictions with per-image CAM scores (what evaluate.py writes)."""
-        return predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
-                             progress)
+        out = predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
+                            progress)
+        out.probs = self.calibrated(out.probs)
+        return out
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The model's (TTA-averaged) probabilities (N,K) with this predictor's temperature applied."""
+        if self.temperature == 1.0:
+            return probs
+        return metrics.apply_temperature(probs, self.temperature).astype(np.float32)
 
     def _inputs(self, images, masks):
         """paths / arrays -> (uint8 (N,S,S,3), uint8 {0,255} masks (N,S,S), source names)."""
@@ -156,5 +167,5 @@ class Predictor:
             p, c = run(pad_batch(batch, self.batch_size))
             probs.append(p[:len(batch)])
             cams.append(c[:len(batch)])
-        return Prediction(self.classes, names, np.concatenate(probs), np.concatenate(cams),
+        return Prediction(self.classes, names, self.calibrated(np.concatenate(probs)), np.concatenate(cams),
                           (m > 127).astype(np.uint8))
