@@ -87,6 +87,28 @@ def test_weighted_multiclass_ensemble(kit, capsys):
     assert m["auc"] == pytest.approx(roc_auc_score(y, df[MULTI].to_numpy(), multi_class="ovr"), abs=1e-6)
 
 
+def test_rank_average_reports_scores_auc_and_no_probability_numbers(kit, capsys):
+    from dermo.metrics.ensemble import rank_average
+
+    root = kit["root"]
+    a = single(kit, "a", root / "a.keras", "binary", kit["binary"])
+    b = single(kit, "b", root / "b.h5", "binary", kit["binary"])
+    out = root / "ens-rank"
+    rc, cap = run(capsys, "--models", root / "a.keras", root / "run-b", "--data", kit["binary"],
+                  "--task", "binary", "--method", "rank", "--out", out)
+    assert rc == 0, cap.err
+    df = pd.read_csv(out / "predictions.csv")
+    expected = rank_average([a[BIN].to_numpy(), b[BIN].to_numpy()])
+    np.testing.assert_allclose(df[BIN].to_numpy(), expected, atol=1e-9)
+    m = json.loads((out / "metrics.json").read_text())
+    y = df["label"].map(BIN.index).to_numpy()
+    assert m["method"] == "rank" and m["outputs"] == "scores"
+    assert m["auc"] == pytest.approx(roc_auc_score(y, expected[:, 1]))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, expected.argmax(1)))
+    assert m["log_loss"] is None and m["ece"] is None and m["brier"] is None
+    assert not (out / "reliability.png").exists() and "not probabilities" in (out / "report.txt").read_text()
+
+
 def test_mismatched_classes_are_refused(kit, capsys):
     root = kit["root"]
     for argv in (["--models", root / "a.keras", root / "run-multi", "--data", kit["binary"],

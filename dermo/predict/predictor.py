@@ -155,6 +155,12 @@ class Predictor:
             ms.append(m)
         return np.stack(xs), np.stack(ms), names
 
+    def preprocess(self, images, masks=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Paths or uint8 RGB arrays -> the model's input x float32 (N,S,S,3) 0..255 (as predict feeds it),
+        lesion masks uint8 {0,1} (N,S,S) and source names."""
+        x, m, names = self._inputs(images, masks)
+        return x.astype(np.float32), (m > 127).astype(np.uint8), names
+
     def predict(self, images, masks=None, tta: int = 1) -> Prediction:
         """Probabilities and CAMs of image paths or uint8 RGB arrays (H,W,3) of any size, preprocessed as in
         training. `masks`: optional expert lesion masks (paths or arrays, one per image); else a path's
