@@ -65,7 +65,6 @@ def member_view(name: str, prediction) -> dict:
     return {"name": name, "image_size": int(image.shape[0]),
             "probs": [number(p) for p in prediction.probs[0]], "predicted": prediction.predicted[0],
             "lesion_focus": number(prediction.lesion_focus[0]),
-            "mask_fraction": number(prediction.masks[0].mean()),
             "preprocessed": data_url(image), "contour": data_url(contour_picture(prediction.masks[0], side)),
             "cams": heat}
 
