@@ -61,8 +61,12 @@ class EvalSet:
                 "figures": [name for name in FIGURES if (self.folder / name).is_file()]}
 
     def row(self, index: int) -> tuple[Path, str | None]:
-        """(image path, true label or None) of row `index`."""
+        """(image path, true label or None) of row `index`; a relative path is taken from the current folder,
+        else from the evaluation folder."""
         if not 0 <= index < len(self.frame):
             raise NotFound(f"{self.folder / PREDICTIONS}: no row {index} (it has {len(self.frame)})")
+        path = Path(str(self.frame["path"][index]))
+        if not path.is_absolute() and not path.exists() and (self.folder / path).exists():
+            path = self.folder / path
         label = self.frame["label"][index] if "label" in self.frame else None
-        return Path(str(self.frame["path"][index])), None if label is None else str(label)
+        return path, None if label is None else str(label)
