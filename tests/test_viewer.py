@@ -223,10 +223,17 @@ def test_ensemble_is_soft_voted_with_each_members_own_view(tiny_run, files, pred
 
 
 def test_a_folder_of_runs_is_one_member_per_run(tiny_run, tmp_path):
-    for fold in ("fold1", "fold0"):
-        (tmp_path / fold).symlink_to(tiny_run, target_is_directory=True)
-    assert expand(tmp_path) == [str(tmp_path / "fold0"), str(tmp_path / "fold1")]
+    runs, cv = tmp_path / "runs", tmp_path / "cv"                # a plain folder of runs: by name
+    for folder, names in ((runs, ("b", "a")), (cv, ("fold-10", "fold-2", "fold-1"))):
+        folder.mkdir()
+        for name in names:
+            (folder / name).symlink_to(tiny_run, target_is_directory=True)
+    assert expand(runs) == [str(runs / "a"), str(runs / "b")]
+    pd.DataFrame({"path": ["x", "y", "z"], "fold": [10, 1, 2]}).to_csv(cv / "folds.csv", index=False)
+    assert expand(cv) == [str(cv / f"fold-{k}") for k in (1, 2, 10)]             # dermo.cv's: in fold order
     assert expand(tiny_run) == [str(tiny_run)]
+    with pytest.raises(ViewerError, match="neither a run folder"):
+        expand(tmp_path)                                      # runs only two levels down: not a member list
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

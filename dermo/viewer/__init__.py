@@ -9,5 +9,5 @@
 Python's own http.server rather than Gradio: the page is one static file and the API five routes, while Gradio
 would add about 170 MB in 35 packages and 2-3 s of import to the start-up.
 
-May import dermo.evaluation and below.
+May import dermo.experiments (cross-validation folders), dermo.evaluation and below.
 """
