@@ -35,7 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     from dermo.metrics.ensemble import METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", required=True, help="model files (.h5/.keras) and/or run folders")
+    p.add_argument("--models", nargs="+", required=True,
+                   help="model files (.h5/.keras), run folders and/or cross-validation folders (python -m "
+                        "dermo.cv: all its fold models)")
     p.add_argument("--data", help="dataset folder or CSV manifest (default: the members' runs' data and "
                                    "recorded split)")
     p.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto",
@@ -53,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     p.add_argument("--out", help="output folder (default runs/ensemble-<timestamp>/)")
     args = p.parse_args(argv)
+    args.cv_folders = [m for m in args.models if is_cv_folder(m)]
+    args.models = expand_members(args.models)
     if args.weights is not None:
         if len(args.weights) != len(args.models):
             p.error(f"--weights: {len(args.weights)} weights for {len(args.models)} models")
@@ -61,6 +65,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
     return args
+
+
+def is_cv_folder(path) -> bool:
+    from dermo.experiments.cv import is_cv_folder as cv_folder
+
+    return cv_folder(path)
+
+
+def expand_members(specs: list[str]) -> list[str]:
+    """A cross-validation folder stands for its fold run folders, in fold order."""
+    from dermo.experiments.cv import fold_runs
+
+    return [str(f) for s in specs for f in (fold_runs(s) if is_cv_folder(s) else [s])]
 
 
 def common_classes(sources, task: str) -> list[str] | None:
@@ -138,6 +155,11 @@ def run_ensemble(args, log=print) -> dict:
     from dermo.evaluation.splits import refuse_training_images, training_paths
     from dermo.metrics.ensemble import PROBABILITY_METHODS
 
+    cv_folders = getattr(args, "cv_folders", [])
+    if cv_folders and not args.data:
+        raise EvaluationError(f"{cv_folders[0]}: every image of a cross-validation folder trained some fold, so "
+                              "none is held out: its honest scores are the out-of-fold ones (cv.md, oof.csv); "
+                              "score the fold ensemble on a separate set with --data DIR|CSV")
     sources = [resolve_source(m, args.task, own_run=True) for m in args.models]
     classes = common_classes(sources, args.task)
     samples, data_classes, data_source, ds_skipped = evaluation_set(args, sources, log)

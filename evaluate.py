@@ -108,7 +108,8 @@ def labelled_samples(args, source, log=print):
 def latest_run(args, log=print) -> str:
     """`python evaluate.py` without --run/--model: the most recent finished run under runs/."""
     from dermo.evaluation.sources import EvaluationError
-    from dermo.run.folder import CONFIG, latest_run as newest
+    from dermo.run.folder import CONFIG
+    from dermo.run.folder import latest_run as newest
 
     if args.task:
         raise EvaluationError("--task is for --model FILE; without --run or --model the most recent run "
@@ -140,6 +141,24 @@ def _on_bad(args, source) -> str:
     return args.on_bad_image or (source.run.config.on_bad_image if source.run is not None else "error")
 
 
+def is_cv_folder(path) -> bool:
+    from dermo.experiments.cv import is_cv_folder as cv_folder
+
+    return cv_folder(path)
+
+
+def evaluate_folds(args, log=print) -> dict:
+    """--run on a cross-validation folder: its fold models as one soft-vote ensemble (ensemble.py)."""
+    import ensemble
+
+    argv = ["--models", args.run, "--split", args.split, "--batch-size", str(args.batch_size),
+            "--out", str(args.out or Path(args.run) / f"eval-{args.split}")]
+    for flag, value in (("--data", args.data), ("--label-column", args.label_column),
+                        ("--on-bad-image", args.on_bad_image), ("--cache-dir", args.cache_dir)):
+        argv += [flag, value] if value else []
+    return ensemble.run_ensemble(ensemble.parse_args(argv), log)
+
+
 def evaluate(args, log=print) -> dict:
     from dermo.data.datasets import unlabelled_samples
     from dermo.evaluation.report import write_labelled, write_unlabelled
@@ -152,6 +171,13 @@ def evaluate(args, log=print) -> dict:
     check_tta(args.tta)
     if not args.run and not args.model:
         args.run = latest_run(args, log)
+    if args.run and is_cv_folder(args.run):
+        if args.calibrate:
+            raise EvaluationError(f"{args.run}: --calibrate fits one run's val split; for a cross-validation folder "
+                                  "fit T on its out-of-fold predictions (oof.csv) with dermo.metrics.fit_temperature "
+                                  "and store it in every fold with dermo.evaluation.calibration.store_temperature "
+                                  "(docs/method.md §7), or calibrate each fold on its own with --run OUT/fold-k")
+        return evaluate_folds(args, log)
     kind = "run" if args.run else "model"
     source = resolve_source(args.run or args.model, args.task or "auto", kind)
     if args.calibrate:

@@ -111,3 +111,9 @@ def test_calibrate_refuses_a_bare_model_file(calibrated, capsys):
     argv = ["--model", calibrated["run"] / "model.keras", "--task", "binary", "--data", calibrated["data"],
             "--calibrate"]
     assert "--run" in one_line_error(capsys, evaluate.main, argv, "evaluate.py")
+
+
+def test_calibrate_refuses_a_cross_validation_folder_with_the_recipe(tmp_path, capsys):
+    (tmp_path / "folds.csv").write_text("path,label,mask,fold\n")         # what makes a folder a CV folder
+    msg = one_line_error(capsys, evaluate.main, ["--run", tmp_path, "--calibrate"], "evaluate.py")
+    assert "oof.csv" in msg and "store_temperature" in msg and "fold-k" in msg

@@ -100,15 +100,19 @@ def plot_reliability(y_true, curves: dict, path, bins: int = 15) -> Path:
     return _save(fig, path)
 
 
-def cam_overlay(image, cam, alpha: float = 0.4) -> np.ndarray:
-    """image uint8 (S,S,3), cam (h,w) -> uint8 (S,S,3): the CAM upsampled (bilinear),
-    min-max scaled, coloured with jet and blended over the image with weight alpha."""
-    image = np.asarray(image, dtype=np.uint8)
-    up = cv2.resize(np.asarray(cam, np.float32), (image.shape[1], image.shape[0]),
-                    interpolation=cv2.INTER_LINEAR)
+def cam_heatmap(cam, shape) -> np.ndarray:
+    """cam (h,w) -> float (H,W,3) 0..255: upsampled to shape (H,W) (bilinear), min-max scaled, jet colours."""
+    up = cv2.resize(np.asarray(cam, np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     span = float(up.max() - up.min())
     scaled = (up - up.min()) / span if span > 0 else np.zeros_like(up)
-    heat = matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0          # (S,S,3)
+    return matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0
+
+
+def cam_overlay(image, cam, alpha: float = 0.4) -> np.ndarray:
+    """image uint8 (S,S,3), cam (h,w) -> uint8 (S,S,3): cam_heatmap blended over the image with weight
+    alpha."""
+    image = np.asarray(image, dtype=np.uint8)
+    heat = cam_heatmap(cam, image.shape[:2])                              # (S,S,3)
     return np.clip((1 - alpha) * image + alpha * heat, 0, 255).astype(np.uint8)
 
 

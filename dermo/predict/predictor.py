@@ -4,6 +4,7 @@
     p = Predictor.from_run("runs/demo")             # or Predictor.from_model("model.keras")
     out = p.predict(["a.jpg", "b.png"])             # paths or uint8 RGB arrays (H,W,3), any size
     out.probs (N,K)  out.predicted (class names)  out.cams (N,h,w,K)  out.masks (N,S,S)  out.lesion_focus (N,)
+    out.images (N,S,S,3)   the preprocessed images the model saw (field of view, hair, colour, resize)
 
 The classes, input size and preprocessing come from the model file's contract (dermo.run.contract), so raw
 images get exactly the field of view, hair removal, colour constancy and resize of training; so does the
@@ -38,6 +39,7 @@ class Prediction:
     probs: np.ndarray           # (N,K) float32
     cams: np.ndarray            # (N,h,w,K) float32, every class's CAM
     masks: np.ndarray           # (N,S,S) uint8 {0,1}: the lesion mask each image's CAM is scored against
+    images: np.ndarray | None = None   # (N,S,S,3) uint8: the preprocessed images the model was fed
 
     @property
     def predicted_index(self) -> np.ndarray:
@@ -76,6 +78,7 @@ class Predictor:
         self.cache_dir = cache_dir
         self.batch_size = int(batch_size)
         self.source = str(source)
+        self._runners: dict[int, BatchPredictor] = {}      # per TTA count: predict() traces its graph once
         if model_num_classes(model) != len(self.classes):
             raise PredictError(f"{source}: the model has {model_num_classes(model)} outputs but the classes "
                                f"are {', '.join(self.classes)}")
@@ -166,7 +169,9 @@ class Predictor:
         training. `masks`: optional expert lesion masks (paths or arrays, one per image); else a path's
         `<stem>_mask.png` beside it, else the generated mask."""
         x, m, names = self._inputs(images, masks)                      # (N,S,S,3), (N,S,S)
-        run = BatchPredictor(self.model, with_cams=True, tta=tta)
+        if tta not in self._runners:
+            self._runners[tta] = BatchPredictor(self.model, with_cams=True, tta=tta)
+        run = self._runners[tta]
         probs, cams = [], []
         for start in range(0, len(x), self.batch_size):
             batch = x[start:start + self.batch_size].astype(np.float32)
@@ -174,4 +179,4 @@ class Predictor:
             probs.append(p[:len(batch)])
             cams.append(c[:len(batch)])
         return Prediction(self.classes, names, self.calibrated(np.concatenate(probs)), np.concatenate(cams),
-                          (m > 127).astype(np.uint8))
+                          (m > 127).astype(np.uint8), np.asarray(x, np.uint8))
