@@ -29,7 +29,8 @@ from dermo.data.datasets import load_dataset
 from dermo.data.groups import stratified_folds
 from dermo.data.manifest import read_manifest
 from dermo.errors import DermoError, run_cli
-from dermo.experiments.ablation import _cell, _md_table, ensure_run
+from dermo.experiments.ablation_report import cell as _cell, md_table as _md_table
+from dermo.experiments.grid import ensure_run
 from dermo.metrics import classification_metrics
 from dermo.run.config import TrainConfig, add_train_arguments, check_config
 
