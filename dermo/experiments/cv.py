@@ -196,12 +196,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        from dermo.experiments.ablation import _import_script
+        from dermo.experiments.grid import import_script
 
         out = Path(args.out) if args.out else Path("runs") / ("cv-demo" if args.demo else
                                                              f"cv-{args.task}-{args.backbone.lower()}")
         train_args = {k: v for k, v in vars(args).items() if k != "folds"}
-        base = _import_script("train").resolve_config(argparse.Namespace(**{**train_args, "resume": False}))
+        base = import_script("train").resolve_config(argparse.Namespace(**{**train_args, "resume": False}))
         cross_validate(base, args.folds, out)
         return 0
 
