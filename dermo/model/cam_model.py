@@ -60,12 +60,13 @@ class CAMModel(keras.Model):
         return loss_terms(self.loss_config, y, masks, out, self.get_layer(CLASSIFIER_LAYER).kernel,
                           self.centers, training)
 
-    def _update_trackers(self, terms, y, probs):
+    def _update_trackers(self, terms, y, probs, weight=None):
         # weighted by the batch size: epoch values are means over images, also with a partial last batch
-        n = ops.cast(ops.shape(y)[0], "float32")
+        # (a validation image given twice to fill a replica's empty share of a batch comes with weight 0)
+        n = ops.cast(ops.shape(y)[0], "float32") if weight is None else ops.sum(ops.cast(weight, "float32"))
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name], sample_weight=n)
-        self.accuracy_metric.update_state(y, probs)
+        self.accuracy_metric.update_state(y, probs, sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, *args):
@@ -91,9 +92,9 @@ class CAMModel(keras.Model):
     def test_step(self, *args):
         if _JAX:
             return _jax_step().test_step(self, *args)
-        x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(args[0])
+        x, (y, masks), weight = keras.utils.unpack_x_y_sample_weight(args[0])
         out = self(x, training=False)
-        return self._update_trackers(self.loss_terms(y, masks, out), y, out["probs"])
+        return self._update_trackers(self.loss_terms(y, masks, out), y, out["probs"], weight)
 
     def predict_step(self, *args):
         if _JAX:

@@ -27,8 +27,8 @@ from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore,
 from dermo.training.devices import backend_devices, device_lines, resolve_jit
 from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
                                   make_strategy, precision_policy, set_seeds)
-from dermo.training.workers import (SINGLE, Worker, check_batch_size, distributed_batches, synchronise_batchnorm,
-                                    this_worker)
+from dermo.training.workers import (SINGLE, Worker, check_batch_size, distributed_batches,
+                                    keras_multiworker_fixes, synchronise_batchnorm, this_worker)
 
 
 class TrainingError(DermoError, RuntimeError):
@@ -143,6 +143,8 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
         model = build_model(cfg, ds.num_classes, class_weights)
         synchronise_batchnorm(model, strategy.num_replicas_in_sync)
         compile_model(model, cfg, jit)
+        if cfg.strategy == "multiworker":
+            keras_multiworker_fixes(model)
     train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
                                   seed=cfg.seed, workers=cfg.workers)
     val_batches = LesionBatches(val_items, ds.num_classes, cfg.image_size, cfg.batch_size,

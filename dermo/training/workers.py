@@ -25,6 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from dermo.errors import DermoError
 
 
@@ -109,14 +111,19 @@ def distributed_batches(strategy, batches, epochs: tuple[int, int] | None = None
             step, local = divmod(int(j), per_worker)
             epoch, index = divmod(step, n)
             x, (y, masks) = batches.batch(index, epoch if batches.training else 0, (offset + local, replicas))
-            return x, y, masks
+            weight = np.ones(len(x), "float32")
+            if not len(x):      # a last validation batch smaller than the replica count: a stand-in, weight 0
+                x, (y, masks) = batches.batch(index, 0, (0, len(batches.batch_items(index, 0))))
+                weight = np.zeros(len(x), "float32")
+            return x, y, masks, weight
 
         def load(j):
-            x, y, masks = tf.numpy_function(fetch, [j], (tf.float32, tf.float32, tf.float32))
+            x, y, masks, weight = tf.numpy_function(fetch, [j], (tf.float32,) * 4)
             x.set_shape((None, size, size, 3))
             y.set_shape((None, k))
             masks.set_shape((None, size, size, 1))
-            return x, (y, masks)
+            weight.set_shape((None,))
+            return (x, (y, masks)) if batches.training else (x, (y, masks), weight)
 
         ds = tf.data.Dataset.range(first * n * per_worker, last * n * per_worker)
         ds = ds.map(load, num_parallel_calls=max(1, batches.workers), deterministic=True).prefetch(2)
@@ -138,3 +145,28 @@ def synchronise_batchnorm(model, replicas: int) -> int:
     for layer in layers:
         layer.synchronized = True
     return len(layers)
+
+
+def keras_multiworker_fixes(model) -> None:
+    """Two workarounds for Keras 3.12's TensorFlow trainer under MultiWorkerMirroredStrategy (tensorflow#72388),
+    for this model only. Call inside `strategy.scope()`.
+
+    - fit/evaluate first reduce one input batch over the replicas to build the model symbolically, and that
+      reduce fails on a nested batch ((x, (y, masks))). A CAMModel needs no such build (a functional graph; its
+      optimizer is built here, in the strategy scope): skipped.
+    - the logs of each step are averaged over the workers with strategy.reduce(MEAN, v, axis=0), which fails on
+      scalars: the steps return each log as a 1-vector, which that reduce turns back into the scalar.
+    """
+    from keras import ops
+
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+
+    def vector_logs(step):
+        def run(data):
+            return {name: ops.reshape(value, (1,)) for name, value in step(data).items()}
+        return run
+
+    model.train_step = vector_logs(model.train_step)
+    model.test_step = vector_logs(model.test_step)
