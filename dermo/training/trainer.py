@@ -58,6 +58,9 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
 def check_setup(cfg: TrainConfig) -> None:
     """Options, backbone, image size and weights file: refused before anything is written or preprocessed."""
     check_config(cfg)
+    if cfg.strategy != "auto" and keras.backend.backend() != "tensorflow":
+        raise TrainingError(f"--strategy {cfg.strategy} needs the TensorFlow backend; under "
+                            f"KERAS_BACKEND={keras.backend.backend()} train on one device (--strategy auto)")
     check_image_size(get_backbone(cfg.backbone), cfg.image_size)
     check_weights(cfg.weights)
 
