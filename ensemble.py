@@ -1,18 +1,23 @@
-"""Soft-voting ensemble of trained lesion classifiers (docs/method.md §9).
+"""Ensemble of trained lesion classifiers: soft vote (default), geometric mean or rank average (docs/method.md
+§7, §9).
 
     python ensemble.py --models runs/a/model.h5 runs/b/model.h5      # data, task and split from the runs
     python ensemble.py --models a.h5 b.keras runs/NAME ... [--data DIR|CSV] [--task T]
-                       [--weights 1 2 ...] [--split val] [--out DIR]
+                       [--weights 1 2 ...] [--method mean|geometric|rank] [--split val] [--out DIR]
 
 Each member is a run folder (its classes.json), a model file inside a run folder (that run's), or a bare
 model file (its class names come from --task; auto: from the data). Members must agree on the class list.
 Without --data the members' runs must share their data: the ensemble scores the first run's recorded
 --split rows (split.csv). Images any member trained on (the runs' split.csv train rows) are refused unless
 --split train; members trained on other splits need a held-out --data. Every model is fed at its own input
-size (so with its own preprocessing cache size); the weighted mean of the probabilities is the ensemble's
-prediction. Predictions are aligned by image path: an image skipped by any member's preprocessing is
-dropped for all, counted and reported. Writes metrics.json, predictions.csv, report.txt,
-confusion_matrix.png and roc.png to --out (default runs/ensemble-<timestamp>/).
+size (so with its own preprocessing cache size) and its own stored temperature (evaluate.py --calibrate).
+--method mean (the default, the deck's soft vote): the weighted mean of the probabilities; geometric: their
+weighted geometric mean, renormalised; rank: per model and class, each probability is replaced by its rank
+among the evaluated images scaled to [0, 1], then the weighted mean — scores, not probabilities, so AUC and
+the argmax numbers are reported but log loss, ECE and Brier are not. Predictions are aligned by image path:
+an image skipped by any member's preprocessing is dropped for all, counted and reported. Writes metrics.json,
+predictions.csv, report.txt, confusion_matrix.png, roc.png and (probabilities only) reliability.png to --out
+(default runs/ensemble-<timestamp>/).
 """
 from __future__ import annotations
 
@@ -27,14 +32,21 @@ HEADLINE = ("accuracy", "balanced_accuracy", "kappa", "auc")     # per-member nu
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from dermo.metrics.ensemble import METHODS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", required=True, help="model files (.h5/.keras) and/or run folders")
+    p.add_argument("--models", nargs="+", required=True,
+                   help="model files (.h5/.keras), run folders and/or cross-validation folders (python -m "
+                        "dermo.cv: all its fold models)")
     p.add_argument("--data", help="dataset folder or CSV manifest (default: the members' runs' data and "
                                    "recorded split)")
     p.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto",
                    help="class names of the model files (auto: from the data)")
     p.add_argument("--weights", nargs="+", type=float,
                    help="one non-negative weight per model (default equal)")
+    p.add_argument("--method", choices=METHODS, default="mean",
+                   help="mean: weighted mean of the probabilities (soft vote); geometric: weighted geometric "
+                        "mean; rank: weighted mean of per-class ranks scaled to [0, 1] (scores: AUC-type use)")
     p.add_argument("--split", choices=["train", "val"], default="val")
     p.add_argument("--label-column", default=None,
                    help="CSV label column (default: the first run's, or label)")
@@ -43,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     p.add_argument("--out", help="output folder (default runs/ensemble-<timestamp>/)")
     args = p.parse_args(argv)
+    args.cv_folders = [m for m in args.models if is_cv_folder(m)]
+    args.models = expand_members(args.models)
     if args.weights is not None:
         if len(args.weights) != len(args.models):
             p.error(f"--weights: {len(args.weights)} weights for {len(args.models)} models")
@@ -51,6 +65,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.batch_size < 1:
         p.error("--batch-size must be at least 1")
     return args
+
+
+def is_cv_folder(path) -> bool:
+    from dermo.experiments.cv import is_cv_folder as cv_folder
+
+    return cv_folder(path)
+
+
+def expand_members(specs: list[str]) -> list[str]:
+    """A cross-validation folder stands for its fold run folders, in fold order."""
+    from dermo.experiments.cv import fold_runs
+
+    return [str(f) for s in specs for f in (fold_runs(s) if is_cv_folder(s) else [s])]
 
 
 def common_classes(sources, task: str) -> list[str] | None:
@@ -108,7 +135,8 @@ def member_probs(source, samples, classes: list[str], args, log, skipped_lines: 
     if not items:
         return {}
     pred = predictor.predict_items(items, with_cams=False)
-    log(f"{source.spec}: {len(items)} images at {predictor.image_size} px")
+    calibrated = f", temperature {predictor.temperature:g}" if predictor.temperature != 1.0 else ""
+    log(f"{source.spec}: {len(items)} images at {predictor.image_size} px{calibrated}")
     return dict(zip(pred.paths, pred.probs))
 
 
@@ -125,7 +153,13 @@ def run_ensemble(args, log=print) -> dict:
     from dermo.evaluation.report import write_labelled
     from dermo.evaluation.sources import EvaluationError, resolve_source
     from dermo.evaluation.splits import refuse_training_images, training_paths
+    from dermo.metrics.ensemble import PROBABILITY_METHODS
 
+    cv_folders = getattr(args, "cv_folders", [])
+    if cv_folders and not args.data:
+        raise EvaluationError(f"{cv_folders[0]}: every image of a cross-validation folder trained some fold, so "
+                              "none is held out: its honest scores are the out-of-fold ones (cv.md, oof.csv); "
+                              "score the fold ensemble on a separate set with --data DIR|CSV")
     sources = [resolve_source(m, args.task, own_run=True) for m in args.models]
     classes = common_classes(sources, args.task)
     samples, data_classes, data_source, ds_skipped = evaluation_set(args, sources, log)
@@ -154,16 +188,18 @@ def run_ensemble(args, log=print) -> dict:
         raise EvaluationError(f"{data_source}: no image is usable by every model")
     labels = np.array([s.label for s in kept])
     probs_list = [np.stack([pm[s.path] for s in kept]) for pm in per_model]          # M x (N,K)
-    probs = metrics.soft_vote(probs_list, args.weights)
+    probs = metrics.combine(args.method, probs_list, args.weights)
     members = []
     for s, p in zip(sources, probs_list):
         mm = metrics.classification_metrics(labels, p, classes)
         members.append({"model": s.spec, **{k: mm[k] for k in HEADLINE}})
     extra = {"split": args.split, "data": data_source, "models": [s.spec for s in sources],
+             "method": args.method, "outputs": "scores" if args.method == "rank" else "probabilities",
              "weights": args.weights or [1.0] * len(sources), "members": members, "n_dropped": dropped,
              "skipped": list(dict.fromkeys(ds_skipped + bad))}          # once each, as evaluate.py
     out = Path(args.out) if args.out else Path("runs") / f"ensemble-{time.strftime('%Y%m%d-%H%M%S')}"
-    m, report = write_labelled(out, [s.path for s in kept], labels, probs, classes, extra)
+    m, report = write_labelled(out, [s.path for s in kept], labels, probs, classes, extra,
+                               probabilities=args.method in PROBABILITY_METHODS)
     log(report.rstrip())
     for mem in members:
         log(f"  member {mem['model']}: accuracy {mem['accuracy']:.4f}")

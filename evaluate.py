@@ -4,14 +4,20 @@
     python evaluate.py --run runs/NAME [--data DIR|CSV] [--split val] [--tta N] [--out DIR]
     python evaluate.py --model FILE.h5|FILE.keras --task binary|multiclass|auto --data DIR|CSV [--out DIR]
     python evaluate.py --run runs/NAME --images DIR [--out DIR]        # unlabelled: predictions only
+    python evaluate.py --run runs/NAME --calibrate [--tta N]          # fit a temperature on the val split
 
 Writes eval-<split>/ (default runs/NAME/eval-<split>/, or beside a --model file): metrics.json,
-predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png (the predicted class's CAM over
-the first 16 images, lesion mask contour in white). With --images: predict/ with predictions.csv and
+predictions.csv, report.txt, confusion_matrix.png, roc.png, reliability.png, cams.png (the predicted class's
+CAM over 16 images spread over the set, lesion mask contour in white). With --images: predict/ with predictions.csv and
 cams.png. The image size comes from the model's input; preprocessing is cached.
 
 A run is evaluated on exactly the rows of its split.csv for --split (runs from before split.csv: the split
 is rebuilt from config.json). With --data, images the run trained on are refused unless --split train.
+
+Probabilities carry the model's stored temperature (1 = none). --calibrate fits temperature scaling on the
+run's val split (the model's own probabilities, whatever was stored before), stores T in model.keras/model.h5
+and config.json, and reports ECE, Brier and NLL before and after; the eval folder then holds the calibrated
+probabilities and a before/after reliability.png.
 """
 from __future__ import annotations
 
@@ -44,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir",
                    help="preprocessing cache (default: the run's, $DERMO_CACHE or ~/.cache/dermo)")
     p.add_argument("--out", help="output folder (default runs/NAME/eval-<split>/, or predict/ with --images)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit temperature scaling on the run's val split, store it with the model (contract "
+                        "of model.keras/model.h5, config.json) and report before/after")
     return _check_args(p, p.parse_args(argv))
 
 
@@ -99,7 +108,8 @@ def labelled_samples(args, source, log=print):
 def latest_run(args, log=print) -> str:
     """`python evaluate.py` without --run/--model: the most recent finished run under runs/."""
     from dermo.evaluation.sources import EvaluationError
-    from dermo.run.folder import CONFIG, latest_run as newest
+    from dermo.run.folder import CONFIG
+    from dermo.run.folder import latest_run as newest
 
     if args.task:
         raise EvaluationError("--task is for --model FILE; without --run or --model the most recent run "
@@ -113,8 +123,40 @@ def latest_run(args, log=print) -> str:
     return str(run)
 
 
+def check_calibrate(args, source) -> None:
+    """--calibrate fits on a run's own recorded val split: one line for anything else."""
+    from dermo.evaluation.sources import EvaluationError
+
+    conflicts = [(source.run is None, "--model FILE (pass the run folder with --run)"),
+                 (args.images, "--images (unlabelled images)"),
+                 (args.data, "--data (it fits on the run's own split.csv val rows)"),
+                 (args.split != "val", "--split train (fit on held-out images)")]
+    for conflict, option in conflicts:
+        if conflict:
+            raise EvaluationError(f"--calibrate fits the temperature on a run's val split; it cannot be used "
+                                  f"with {option}")
+
+
 def _on_bad(args, source) -> str:
     return args.on_bad_image or (source.run.config.on_bad_image if source.run is not None else "error")
+
+
+def is_cv_folder(path) -> bool:
+    from dermo.experiments.cv import is_cv_folder as cv_folder
+
+    return cv_folder(path)
+
+
+def evaluate_folds(args, log=print) -> dict:
+    """--run on a cross-validation folder: its fold models as one soft-vote ensemble (ensemble.py)."""
+    import ensemble
+
+    argv = ["--models", args.run, "--split", args.split, "--batch-size", str(args.batch_size),
+            "--out", str(args.out or Path(args.run) / f"eval-{args.split}")]
+    for flag, value in (("--data", args.data), ("--label-column", args.label_column),
+                        ("--on-bad-image", args.on_bad_image), ("--cache-dir", args.cache_dir)):
+        argv += [flag, value] if value else []
+    return ensemble.run_ensemble(ensemble.parse_args(argv), log)
 
 
 def evaluate(args, log=print) -> dict:
@@ -129,8 +171,17 @@ def evaluate(args, log=print) -> dict:
     check_tta(args.tta)
     if not args.run and not args.model:
         args.run = latest_run(args, log)
+    if args.run and is_cv_folder(args.run):
+        if args.calibrate:
+            raise EvaluationError(f"{args.run}: --calibrate fits one run's val split; for a cross-validation folder "
+                                  "fit T on its out-of-fold predictions (oof.csv) with dermo.metrics.fit_temperature "
+                                  "and store it in every fold with dermo.evaluation.calibration.store_temperature "
+                                  "(docs/method.md §7), or calibrate each fold on its own with --run OUT/fold-k")
+        return evaluate_folds(args, log)
     kind = "run" if args.run else "model"
     source = resolve_source(args.run or args.model, args.task or "auto", kind)
+    if args.calibrate:
+        check_calibrate(args, source)
     if args.images:
         if source.classes is None:
             raise EvaluationError("--images with --model needs --task binary|multiclass (class names "
@@ -140,6 +191,8 @@ def evaluate(args, log=print) -> dict:
     else:
         samples, classes, data_source, skipped = labelled_samples(args, source, log)
     predictor = predictor_for(source, classes, args.cache_dir, args.batch_size)
+    if args.calibrate:
+        predictor.temperature = 1.0                       # fit on the model's own probabilities
     size = predictor.image_size
     out = default_out(args, source)
     items, bad = predictor.prepare(samples, _on_bad(args, source))
@@ -160,7 +213,10 @@ def evaluate(args, log=print) -> dict:
              "preprocessing": {"hair": predictor.hair, "color": predictor.color},
              "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,
-             "predict_seconds": round(time.perf_counter() - start, 2)}
+             "predict_seconds": round(time.perf_counter() - start, 2), "temperature": predictor.temperature}
+    curves = None
+    if args.calibrate:
+        curves = calibrate(source.run, pred, args.tta, extra, log)
     seg_path = source.run.path / SEG_MODEL if source.run is not None else None
     if seg_path is not None and seg_path.exists():        # classification + segmentation run
         from dermo.evaluation.segmentation import segmentation_dice
@@ -168,10 +224,27 @@ def evaluate(args, log=print) -> dict:
         extra["segmentation_dice"] = segmentation_dice(load_model_safely(seg_path), items,
                                                        len(classes), args.batch_size)
         log(f"segmentation head: mean Dice {extra['segmentation_dice']:.4f} vs the lesion masks")
-    m, report = write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred)
+    m, report = write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred,
+                               reliability=curves)
     log(report.rstrip())
-    log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, cams.png)")
+    log(f"wrote {out}/ (metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png, "
+        "reliability.png, cams.png)")
     return m
+
+
+def calibrate(run, pred, tta: int, extra: dict, log=print) -> dict:
+    """Fit and store the run's temperature on `pred` (raw val probabilities); pred.probs become the calibrated
+    ones and `extra` gets the record; returns the before/after curves of reliability.png."""
+    from dermo.evaluation.calibration import store_temperature, temperature_record
+    from dermo.metrics import apply_temperature
+
+    record = temperature_record(pred.labels, pred.probs, "val", tta)
+    raw, t = pred.probs, record["temperature"]
+    pred.probs = apply_temperature(raw, t).astype("float32")
+    extra.update({"calibration": record, "temperature": t})
+    changed = store_temperature(run.path, record)
+    log(f"temperature T = {t:g} stored in " + ", ".join(f.name for f in changed))
+    return {"before (T = 1)": raw, f"after (T = {t:.3g})": pred.probs}
 
 
 def main(argv=None) -> int:

@@ -2,8 +2,10 @@
 
 One subpackage per stage; imports only go down this list (tests/test_layout.py checks it):
 
+    viewer/         the browser viewer: uploads and eval rows -> probabilities, CAMs  (python -m dermo.viewer)
     experiments/    ablation grid, classical-ML baseline            (python -m dermo.ablation, dermo.ml)
     training/       one training run: setup, callbacks, checkpoints  (train.py)
+    export/         a run's classifier as SavedModel / TFLite / ONNX + sidecar  (python -m dermo.export)
     evaluation/     what to evaluate, report writing, figures        (evaluate.py, ensemble.py)
     predict/        a saved model applied to images: loading, TTA, CAMs, prediction
     pipeline/       samples -> cached preprocessing -> augmented batches

@@ -67,6 +67,16 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_eval(tiny_run, tmp_path_factory):
+    """`evaluate.py --run` of tiny_run (its 9 val images), written outside the run folder; read-only."""
+    import evaluate
+
+    out = tmp_path_factory.mktemp("tiny-eval")
+    assert evaluate.main(["--run", str(tiny_run), "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def cam_model64():
     """A B0 CAMModel at 64 px (2x2 feature maps, the smallest grid where the CAM terms are defined),

@@ -45,15 +45,20 @@ def run(capsys, *argv):
     return rc, capsys.readouterr()
 
 
-def test_soft_vote_is_the_mean_of_single_model_predictions(kit, capsys):
+def binary_pair(kit, capsys, name, *extra):
+    """The single evaluations of a.keras and run-b, and their ensemble's (predictions, out folder)."""
     root = kit["root"]
     a = single(kit, "a", root / "a.keras", "binary", kit["binary"])
     b = single(kit, "b", root / "b.h5", "binary", kit["binary"])
-    out = root / "ens"
+    out = root / name
     rc, cap = run(capsys, "--models", root / "a.keras", root / "run-b", "--data", kit["binary"],
-                  "--task", "binary", "--out", out)
+                  "--task", "binary", "--out", out, *extra)
     assert rc == 0, cap.err
-    df = pd.read_csv(out / "predictions.csv")
+    return a, b, pd.read_csv(out / "predictions.csv"), out
+
+
+def test_soft_vote_is_the_mean_of_single_model_predictions(kit, capsys):
+    a, b, df, out = binary_pair(kit, capsys, "ens")
     assert list(df["path"]) == list(a["path"]) == list(b["path"])
     expected = (a[BIN].to_numpy() + b[BIN].to_numpy()) / 2
     np.testing.assert_allclose(df[BIN].to_numpy(), expected, atol=1e-6)
@@ -64,7 +69,7 @@ def test_soft_vote_is_the_mean_of_single_model_predictions(kit, capsys):
     assert m["n"] == len(df) == 6 and m["n_dropped"] == 0
     assert [mem["accuracy"] for mem in m["members"]] == pytest.approx(
         [accuracy_score(y, a[BIN].to_numpy().argmax(1)), accuracy_score(y, b[BIN].to_numpy().argmax(1))])
-    for name in ("report.txt", "confusion_matrix.png", "roc.png"):
+    for name in ("report.txt", "confusion_matrix.png", "roc.png", "reliability.png"):
         assert (out / name).stat().st_size > 0
 
 
@@ -85,6 +90,21 @@ def test_weighted_multiclass_ensemble(kit, capsys):
     assert m["accuracy"] == pytest.approx(accuracy_score(y, df[MULTI].to_numpy().argmax(1)))
     assert sorted(set(y)) == [0, 1, 2]
     assert m["auc"] == pytest.approx(roc_auc_score(y, df[MULTI].to_numpy(), multi_class="ovr"), abs=1e-6)
+
+
+def test_rank_average_reports_scores_auc_and_no_probability_numbers(kit, capsys):
+    from dermo.metrics.ensemble import rank_average
+
+    a, b, df, out = binary_pair(kit, capsys, "ens-rank", "--method", "rank")
+    expected = rank_average([a[BIN].to_numpy(), b[BIN].to_numpy()])
+    np.testing.assert_allclose(df[BIN].to_numpy(), expected, atol=1e-9)
+    m = json.loads((out / "metrics.json").read_text())
+    y = df["label"].map(BIN.index).to_numpy()
+    assert m["method"] == "rank" and m["outputs"] == "scores"
+    assert m["auc"] == pytest.approx(roc_auc_score(y, expected[:, 1]))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, expected.argmax(1)))
+    assert m["log_loss"] is None and m["ece"] is None and m["brier"] is None
+    assert not (out / "reliability.png").exists() and "not probabilities" in (out / "report.txt").read_text()
 
 
 def test_mismatched_classes_are_refused(kit, capsys):

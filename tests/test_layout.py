@@ -13,10 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dermo"
 # stage of each top-level name under dermo/: a module may import its own stage's package or lower stages only
 STAGE = {"errors": 0, "data": 1, "losses": 1, "metrics": 1, "preprocessing": 2, "model": 2, "run": 2,
-         "pipeline": 3, "predict": 4, "evaluation": 5, "training": 6, "experiments": 7,
+         "pipeline": 3, "predict": 4, "evaluation": 5, "training": 6, "export": 6, "experiments": 7,
+         "viewer": 8,
          # `python -m dermo.X` forwarders
-         "preprocess": 9, "synthetic": 9, "ablation": 9, "ml": 9}
-ENTRY_POINTS = ["dermo.preprocess", "dermo.preprocessing", "dermo.synthetic", "dermo.ablation", "dermo.ml"]
+         "preprocess": 9, "synthetic": 9, "ablation": 9, "ml": 9, "cv": 9}
+ENTRY_POINTS = ["dermo.preprocess", "dermo.preprocessing", "dermo.synthetic", "dermo.ablation", "dermo.ml",
+                "dermo.cv", "dermo.viewer", "dermo.export"]
 MAX_LINES = 320
 
 

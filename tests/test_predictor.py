@@ -31,12 +31,10 @@ CLASSES = ["bcc", "mel", "scc"]
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_run, tmp_path_factory):
-    """evaluate.py --run on the shared run, written outside the run folder."""
-    out = tmp_path_factory.mktemp("tiny-eval")
-    assert evaluate.main(["--run", str(tiny_run), "--out", str(out)]) == 0
-    return {"metrics": json.loads((out / "metrics.json").read_text()),
-            "predictions": pd.read_csv(out / "predictions.csv")}
+def evaluated(tiny_eval):
+    """evaluate.py --run on the shared run (conftest.tiny_eval)."""
+    return {"metrics": json.loads((tiny_eval / "metrics.json").read_text()),
+            "predictions": pd.read_csv(tiny_eval / "predictions.csv")}
 
 
 def test_balanced_class_weights_by_hand():

@@ -1,5 +1,6 @@
 """Group-aware splits (lesion or patient id, `--group-column`): no group on both sides of train/val.
 
+    stratified_folds(samples, k, seed, source, column)         seeded stratified (group) k-fold numbers
     group_split(samples, val_fraction, seed, source, column)   a seeded stratified group split
     check_groups_apart(train, val, source, column)             a CSV `split` column must keep groups apart
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from dermo.data.manifest import DataError
 
@@ -21,33 +22,47 @@ def group_keys(samples) -> list[str]:
     return [s.group if s.group is not None else f"\0{s.path}" for s in samples]
 
 
-def group_split(samples, val_fraction: float, seed: int, source, column: str):
-    """(train, val), each sorted by path: one fold of scikit-learn's StratifiedGroupKFold with
-    n_splits = round(1 / val_fraction) (at least 2) as val, so the val share is about 1/n_splits.
+def stratified_folds(samples, n_splits: int, seed: int, source, column: str | None = None) -> np.ndarray:
+    """Fold number (N,) of each sample in a seeded stratified k-fold, grouped by `column`'s values when
+    given (samples' .group; no group on two folds), else per image (StratifiedKFold, shuffled by `seed`).
 
-    The groups are renumbered by a permutation drawn from `seed` and split without sklearn's own shuffle
-    (which, in scikit-learn 1.7, shuffles the per-group class counts apart from the groups and so loses
-    the stratification): same seed, same split."""
-    n_splits = max(2, round(1 / val_fraction))
-    keys = group_keys(samples)
-    names, inverse = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
-    if len(names) < n_splits:
-        raise DataError(f"{source}: only {len(names)} group(s) in column '{column}'; a {val_fraction:g} "
-                        f"validation split needs at least {n_splits} (use a larger --val-fraction, or a "
-                        "split column)")
+    With groups, the groups are renumbered by a permutation drawn from `seed` and split without sklearn's
+    own shuffle (which, in scikit-learn 1.7, shuffles the per-group class counts apart from the groups and
+    so loses the stratification): same seed, same folds."""
     labels = np.array([s.label for s in samples])
     if (np.bincount(labels) == 1).any():
         raise DataError(f"{source}: every class needs at least 2 images to make a train/val split")
-    codes = np.random.default_rng(seed).permutation(len(names))[inverse]
+    if column is None:
+        if np.bincount(labels).min() < n_splits:
+            raise DataError(f"{source}: the smallest class has {np.bincount(labels).min()} image(s), fewer "
+                            f"than the {n_splits} folds; use fewer folds")
+        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(labels, labels)
+    else:
+        keys = group_keys(samples)
+        names, inverse = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
+        if len(names) < n_splits:
+            raise DataError(f"{source}: only {len(names)} group(s) in column '{column}'; {n_splits} folds "
+                            "need at least as many (use fewer folds, a larger --val-fraction, or a split column)")
+        codes = np.random.default_rng(seed).permutation(len(names))[inverse]
+        splitter = StratifiedGroupKFold(n_splits).split(labels, labels, codes)
+    folds = np.full(len(samples), -1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)       # "least populated class has only N members"
         try:
-            train_idx, val_idx = next(StratifiedGroupKFold(n_splits).split(labels, labels, codes))
+            for k, (_, val_idx) in enumerate(splitter):
+                folds[val_idx] = k
         except ValueError as e:
-            raise DataError(f"{source}: cannot make a {val_fraction:g} group split by '{column}' "
-                            f"({e})") from None
-    train = sorted((samples[i] for i in train_idx), key=lambda s: s.path)
-    val = sorted((samples[i] for i in val_idx), key=lambda s: s.path)
+            by = f" by '{column}'" if column else ""
+            raise DataError(f"{source}: cannot make {n_splits} stratified folds{by} ({e})") from None
+    return folds
+
+
+def group_split(samples, val_fraction: float, seed: int, source, column: str):
+    """(train, val), each sorted by path: one fold of a stratified group k-fold (stratified_folds) with
+    n_splits = round(1 / val_fraction) (at least 2) as val, so the val share is about 1/n_splits."""
+    folds = stratified_folds(samples, max(2, round(1 / val_fraction)), seed, source, column)
+    train = sorted((s for s, f in zip(samples, folds) if f != 0), key=lambda s: s.path)
+    val = sorted((s for s, f in zip(samples, folds) if f == 0), key=lambda s: s.path)
     if not train or not val:
         raise DataError(f"{source}: the group split by '{column}' left no "
                         f"{'training' if not train else 'validation'} images")

@@ -58,8 +58,13 @@ def _read_bytes(path) -> np.ndarray:
     return np.fromfile(str(path), dtype=np.uint8)
 
 
-def _decode(path, flags: int) -> np.ndarray:
-    data = _read_bytes(path)
+def _decode(path, flags: int, data: bytes | None = None) -> np.ndarray:
+    if data is None:
+        data = _read_bytes(path)
+    elif not data:
+        raise BadInputError(path, "empty file (0 bytes)")
+    else:
+        data = np.frombuffer(data, dtype=np.uint8)
     _check_header_size(path, data)
     # before decoding: libpng/libjpeg would print their own warnings about the missing data to stderr
     if _looks_truncated(path, data):
@@ -126,9 +131,11 @@ def to_uint8_rgb(img: np.ndarray, path="<array>", order: str = "BGR") -> np.ndar
     raise BadInputError(path, f"unsupported image shape {img.shape}")
 
 
-def read_image(path) -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3); grey, RGBA and 16-bit inputs are converted."""
-    img = _decode(path, cv2.IMREAD_UNCHANGED)
+def read_image(path, data: bytes | None = None) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3); grey, RGBA and 16-bit inputs are converted.
+    `data`: the file's bytes already in memory (an upload), checked and decoded the same way; errors then
+    name `path` as given (e.g. the uploaded file's name)."""
+    img = _decode(path, cv2.IMREAD_UNCHANGED, data)
     img = to_uint8_rgb(img, path)
     if min(img.shape[:2]) < 8:
         raise BadInputError(path, f"image too small ({img.shape[1]}x{img.shape[0]} pixels)")
@@ -172,18 +179,21 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+def encode_image(img: np.ndarray, fmt: str = "png", quality: int = 95, name="<image>") -> bytes:
+    """uint8 RGB (H, W, 3), RGBA (H, W, 4) or grey (H, W) -> the bytes of a PNG ("png") or JPEG ("jpeg")."""
+    codes = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}
+    arr = cv2.cvtColor(img, codes[img.shape[2]]) if img.ndim == 3 else img
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", arr, params)
+    if not ok:
+        raise OSError(f"{name}: could not encode {fmt.upper()}")
+    return buf.tobytes()
+
+
 def write_png(path, img: np.ndarray) -> None:
     """Write uint8 RGB (H, W, 3) or grey (H, W) as PNG, atomically."""
-    arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise OSError(f"{path}: could not encode PNG")
-    atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, encode_image(img, "png", name=path))
 
 
 def write_jpeg(path, img: np.ndarray, quality: int = 95) -> None:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise OSError(f"{path}: could not encode JPEG")
-    atomic_write_bytes(path, buf.tobytes())
+    atomic_write_bytes(path, encode_image(img, "jpeg", quality, name=path))

@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from dermo.metrics.calibration import expected_calibration_error, reliability_bins
+
 
 def _save(fig: Figure, path) -> Path:
     path = Path(path)
@@ -71,15 +73,46 @@ def plot_roc(y_true, probs, class_names, path) -> Path:
     return _save(fig, path)
 
 
-def cam_overlay(image, cam, alpha: float = 0.4) -> np.ndarray:
-    """image uint8 (S,S,3), cam (h,w) -> uint8 (S,S,3): the CAM upsampled (bilinear),
-    min-max scaled, coloured with jet and blended over the image with weight alpha."""
-    image = np.asarray(image, dtype=np.uint8)
-    up = cv2.resize(np.asarray(cam, np.float32), (image.shape[1], image.shape[0]),
-                    interpolation=cv2.INTER_LINEAR)
+def plot_reliability(y_true, curves: dict, path, bins: int = 15) -> Path:
+    """Reliability diagram: per equal-width confidence bin, accuracy vs mean top-label confidence for each
+    {label: probs (N,K)} of `curves` (e.g. before and after temperature scaling), ECE in the legend; the
+    diagonal is perfect calibration; a lower panel shows how many images fall in each bin."""
+    fig = Figure(figsize=(5.5, 6.2))
+    ax, hist = fig.add_subplot(4, 1, (1, 3)), fig.add_subplot(4, 1, 4)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for i, (label, probs) in enumerate(curves.items()):
+        r = reliability_bins(y_true, probs, bins)
+        full = r["count"] > 0
+        ece = expected_calibration_error(y_true, probs, bins)
+        ax.plot(r["confidence"][full], r["accuracy"][full], marker="o", label=f"{label} (ECE {ece:.3f})")
+        centres = (r["edges"][:-1] + r["edges"][1:]) / 2
+        width = 1.0 / bins / max(1, len(curves))
+        hist.bar(centres - 0.5 / bins + (i + 0.5) * width, r["count"], width=width, label=label)
+    for a in (ax, hist):
+        a.set_xlim(0, 1)
+        a.grid(alpha=0.3)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability ({bins} confidence bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set_xlabel("confidence (top-label probability)")
+    hist.set_ylabel("images")
+    return _save(fig, path)
+
+
+def cam_heatmap(cam, shape) -> np.ndarray:
+    """cam (h,w) -> float (H,W,3) 0..255: upsampled to shape (H,W) (bilinear), min-max scaled, jet colours."""
+    up = cv2.resize(np.asarray(cam, np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
     span = float(up.max() - up.min())
     scaled = (up - up.min()) / span if span > 0 else np.zeros_like(up)
-    heat = matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0          # (S,S,3)
+    return matplotlib.colormaps["jet"](scaled)[..., :3] * 255.0
+
+
+def cam_overlay(image, cam, alpha: float = 0.4) -> np.ndarray:
+    """image uint8 (S,S,3), cam (h,w) -> uint8 (S,S,3): cam_heatmap blended over the image with weight
+    alpha."""
+    image = np.asarray(image, dtype=np.uint8)
+    heat = cam_heatmap(cam, image.shape[:2])                              # (S,S,3)
     return np.clip((1 - alpha) * image + alpha * heat, 0, 255).astype(np.uint8)
 
 

@@ -1,5 +1,5 @@
-"""Writing an evaluation folder: metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png
-and cams.png (labelled), or predictions.csv and cams.png (unlabelled).
+"""Writing an evaluation folder: metrics.json, predictions.csv, report.txt, confusion_matrix.png, roc.png,
+reliability.png and cams.png (labelled), or predictions.csv and cams.png (unlabelled).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pandas as pd
 
 from dermo import metrics
 from dermo.metrics import fmt
+from dermo.metrics.calibration import BINS
 from dermo.predict.predictions import PREVIEW, Predictions
 from dermo.run import folder as runs
 
@@ -68,14 +69,36 @@ def write_cams(out: Path, pred: Predictions, classes) -> Path | None:
                      Path(out) / "cams.png", max_images=PREVIEW)
 
 
+def calibration_text(m: dict) -> str:
+    """The report's calibration lines: ECE, Brier, NLL and the temperature; before/after of a fit."""
+    if m.get("ece") is None:
+        return "\ncalibration: n/a (rank scores are not probabilities)\n"
+    text = (f"\ncalibration: ECE ({m['ece_bins']} bins) {fmt(m['ece'])}   Brier {fmt(m['brier'])}   "
+            f"NLL {fmt(m['log_loss'])}   temperature {m.get('temperature', 1.0):g}\n")
+    fit = m.get("calibration")
+    if fit:
+        change = ", ".join(f"{name} {fit['before'][k]:.4f} -> {fit['after'][k]:.4f}"
+                           for k, name in (("ece", "ECE"), ("brier", "Brier"), ("nll", "NLL")))
+        text += (f"temperature scaling on {fit['n']} {fit['fitted_on']} images: T = {fit['temperature']:g}; "
+                 f"{change}\n")
+    return text
+
+
 def write_labelled(out, paths, labels, probs, classes, extra: dict | None = None,
-                   pred: Predictions | None = None) -> tuple[dict, str]:
-    """Write the eval folder for labelled predictions; returns (metrics dict, report text)."""
-    from dermo.evaluation.plots import plot_confusion_matrix, plot_roc
+                   pred: Predictions | None = None, probabilities: bool = True,
+                   reliability: dict | None = None) -> tuple[dict, str]:
+    """Write the eval folder for labelled predictions; returns (metrics dict, report text).
+
+    probabilities=False: `probs` are scores (a rank-averaged ensemble): no log loss, ECE, Brier or
+    reliability.png. `reliability`: the curves of reliability.png ({label: probs}; default the probs)."""
+    from dermo.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     m = metrics.classification_metrics(labels, probs, classes)
+    cal = metrics.calibration_metrics(labels, probs) if probabilities else {"nll": None}
+    m.update({"log_loss": cal["nll"], "ece": cal.get("ece"), "brier": cal.get("brier"),
+              "ece_bins": BINS})
     m.update(extra or {})
     if pred is not None and pred.focus is not None:
         m.update(cam_summary(pred))
@@ -85,6 +108,7 @@ def write_labelled(out, paths, labels, probs, classes, extra: dict | None = None
         report += (f"\nlesion focus: {fmt(m['lesion_focus'])}   CAM-mask Pearson r: "
                    f"{fmt(m['cam_mask_pearson'])}   max |CAM|: {fmt(m['max_abs_cam'])}"
                    f"   masks: {m.get('mask_source', 'n/a')}\n")
+    report += calibration_text(m)
     runs.write_json(out / "metrics.json", m)
     frame = predictions_frame(paths, probs, classes, labels,
                               pred.focus if pred is not None else None,
@@ -93,6 +117,8 @@ def write_labelled(out, paths, labels, probs, classes, extra: dict | None = None
     (out / "report.txt").write_text(report)
     plot_confusion_matrix(m["confusion_matrix"], classes, out / "confusion_matrix.png")
     plot_roc(labels, probs, classes, out / "roc.png")
+    if probabilities:
+        plot_reliability(labels, reliability or {"model": probs}, out / "reliability.png")
     if pred is not None:
         write_cams(out, pred, classes)
     return m, report

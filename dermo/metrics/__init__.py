@@ -3,11 +3,16 @@
 
     classification.py  accuracy, balanced accuracy, kappa, AUC, F1, confusion matrix, the text report
     lesion_focus.py    lesion focus, CAM-mask Pearson r, max |CAM|
-    ensemble.py        soft voting
+    calibration.py     ECE, Brier score, reliability bins, temperature scaling
+    ensemble.py        soft vote, geometric mean, rank averaging
 """
 from dermo.metrics.classification import auc_score, classification_metrics, confusion_text, fmt, report_text
-from dermo.metrics.ensemble import soft_vote
+from dermo.metrics.calibration import (apply_temperature, brier_score, calibration_metrics,
+                                       expected_calibration_error, fit_temperature, reliability_bins)
+from dermo.metrics.ensemble import combine, soft_vote
 from dermo.metrics.lesion_focus import cam_mask_pearson, lesion_focus, max_abs_cam, per_image_lesion_focus
 
-__all__ = ["auc_score", "cam_mask_pearson", "classification_metrics", "confusion_text", "fmt", "lesion_focus",
-           "max_abs_cam", "per_image_lesion_focus", "report_text", "soft_vote"]
+__all__ = ["apply_temperature", "auc_score", "brier_score", "calibration_metrics", "cam_mask_pearson",
+           "classification_metrics", "combine", "confusion_text", "expected_calibration_error", "fit_temperature",
+           "fmt", "lesion_focus", "max_abs_cam", "per_image_lesion_focus", "reliability_bins", "report_text",
+           "soft_vote"]

@@ -40,8 +40,9 @@ def _finite_or_none(x):
 
 
 def auc_score(y_true, probs) -> float | None:
-    """Binary (K=2): ROC AUC of probs[:, 1]; K>2: one-vs-rest macro AUC. None if a class is
-    missing from y_true (AUC undefined)."""
+    """Binary (K=2): ROC AUC of probs[:, 1]; K>2: one-vs-rest macro AUC (the mean over classes of the AUC of
+    column k for class k vs the rest, as sklearn's multi_class="ovr", but also for scores whose rows do not
+    sum to 1, e.g. rank-averaged ensembles). None if a class is missing from y_true (AUC undefined)."""
     y_true = np.asarray(y_true).astype(int).ravel()
     probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[1]
@@ -49,8 +50,7 @@ def auc_score(y_true, probs) -> float | None:
         return None
     if k == 2:
         return float(roc_auc_score(y_true, probs[:, 1]))
-    return float(roc_auc_score(y_true, probs, multi_class="ovr", average="macro",
-                               labels=list(range(k))))
+    return float(np.mean([roc_auc_score(y_true == c, probs[:, c]) for c in range(k)]))
 
 
 def _balanced_accuracy(y_true, y_pred) -> float:

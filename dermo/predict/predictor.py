@@ -4,10 +4,12 @@
     p = Predictor.from_run("runs/demo")             # or Predictor.from_model("model.keras")
     out = p.predict(["a.jpg", "b.png"])             # paths or uint8 RGB arrays (H,W,3), any size
     out.probs (N,K)  out.predicted (class names)  out.cams (N,h,w,K)  out.masks (N,S,S)  out.lesion_focus (N,)
+    out.images (N,S,S,3)   the preprocessed images the model saw (field of view, hair, colour, resize)
 
 The classes, input size and preprocessing come from the model file's contract (dermo.run.contract), so raw
-images get exactly the field of view, hair removal, colour constancy and resize of training. evaluate.py and
-ensemble.py predict through this class too.
+images get exactly the field of view, hair removal, colour constancy and resize of training; so does the
+temperature stored by `evaluate.py --calibrate`: probabilities are softmax(log p / T) (T = 1: the model's own;
+CAMs and the predicted class do not change). evaluate.py and ensemble.py predict through this class too.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Prediction:
     probs: np.ndarray           # (N,K) float32
     cams: np.ndarray            # (N,h,w,K) float32, every class's CAM
     masks: np.ndarray           # (N,S,S) uint8 {0,1}: the lesion mask each image's CAM is scored against
+    images: np.ndarray | None = None   # (N,S,S,3) uint8: the preprocessed images the model was fed
 
     @property
     def predicted_index(self) -> np.ndarray:
@@ -66,14 +69,16 @@ class Predictor:
     """A loaded classifier with its classes and preprocessing (see the module docstring)."""
 
     def __init__(self, model, classes: list[str], hair: bool = True, color: bool = True, cache_dir=None,
-                 batch_size: int = 16, source: str = ""):
+                 batch_size: int = 16, source: str = "", temperature: float = 1.0):
         self.model = model
+        self.temperature = float(temperature)          # calibration: probabilities softmax(log p / T)
         self.classes = list(classes)
         self.image_size = model_image_size(model)
         self.hair, self.color = bool(hair), bool(color)
         self.cache_dir = cache_dir
         self.batch_size = int(batch_size)
         self.source = str(source)
+        self._runners: dict[int, BatchPredictor] = {}      # per TTA count: predict() traces its graph once
         if model_num_classes(model) != len(self.classes):
             raise PredictError(f"{source}: the model has {model_num_classes(model)} outputs but the classes "
                                f"are {', '.join(self.classes)}")
@@ -90,6 +95,7 @@ class Predictor:
                                "give them (evaluate.py: --task binary|multiclass)")
         kwargs.setdefault("hair", pre.get("hair", True))
         kwargs.setdefault("color", pre.get("color", True))
+        kwargs.setdefault("temperature", contract.get("temperature", 1.0))
         return cls(load_model_safely(path), classes, source=str(path), **kwargs)
 
     @classmethod
@@ -113,8 +119,16 @@ class Predictor:
     def predict_items(self, items, tta: int = 1, with_cams: bool = True, preview: int = PREVIEW,
                       progress: bool = False) -> Predictions:
         """Prepared items -> Predictions with per-image CAM scores (what evaluate.py writes)."""
-        return predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
-                             progress)
+        out = predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
+                            progress)
+        out.probs = self.calibrated(out.probs)
+        return out
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The model's (TTA-averaged) probabilities (N,K) with this predictor's temperature applied."""
+        if self.temperature == 1.0:
+            return probs
+        return metrics.apply_temperature(probs, self.temperature).astype(np.float32)
 
     def _inputs(self, images, masks):
         """paths / arrays -> (uint8 (N,S,S,3), uint8 {0,255} masks (N,S,S), source names)."""
@@ -144,17 +158,25 @@ class Predictor:
             ms.append(m)
         return np.stack(xs), np.stack(ms), names
 
+    def preprocess(self, images, masks=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Paths or uint8 RGB arrays -> the model's input x float32 (N,S,S,3) 0..255 (as predict feeds it),
+        lesion masks uint8 {0,1} (N,S,S) and source names."""
+        x, m, names = self._inputs(images, masks)
+        return x.astype(np.float32), (m > 127).astype(np.uint8), names
+
     def predict(self, images, masks=None, tta: int = 1) -> Prediction:
         """Probabilities and CAMs of image paths or uint8 RGB arrays (H,W,3) of any size, preprocessed as in
         training. `masks`: optional expert lesion masks (paths or arrays, one per image); else a path's
         `<stem>_mask.png` beside it, else the generated mask."""
         x, m, names = self._inputs(images, masks)                      # (N,S,S,3), (N,S,S)
-        run = BatchPredictor(self.model, with_cams=True, tta=tta)
+        if tta not in self._runners:
+            self._runners[tta] = BatchPredictor(self.model, with_cams=True, tta=tta)
+        run = self._runners[tta]
         probs, cams = [], []
         for start in range(0, len(x), self.batch_size):
             batch = x[start:start + self.batch_size].astype(np.float32)
             p, c = run(pad_batch(batch, self.batch_size))
             probs.append(p[:len(batch)])
             cams.append(c[:len(batch)])
-        return Prediction(self.classes, names, np.concatenate(probs), np.concatenate(cams),
-                          (m > 127).astype(np.uint8))
+        return Prediction(self.classes, names, self.calibrated(np.concatenate(probs)), np.concatenate(cams),
+                          (m > 127).astype(np.uint8), np.asarray(x, np.uint8))

@@ -7,11 +7,13 @@ so `keras.models.load_model` still loads the file with no custom code, and dermo
 zipfile / h5py) reads the classes, input size and preprocessing that the model was trained with.
 
 Keys (CONTRACT_VERSION 1): classes, task, image_size, preprocessing {hair, color, p, cache_size}, backbone,
-weights, feature_layer, dermo_version; later additions keep these.
+weights, feature_layer, dermo_version; later additions keep these. Optional: temperature (written by
+`evaluate.py --calibrate` through update_contract; absent = 1, the model's own probabilities).
 """
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -63,3 +65,26 @@ def read_contract(path) -> dict | None:
     except (KeyError, ValueError) as e:
         raise ContractError(f"{path}: cannot read its dermo contract ({type(e).__name__})") from None
     return None
+
+
+def update_contract(path, changes: dict) -> dict:
+    """Merge `changes` into the contract of an existing .keras or .h5 model file (written atomically: the
+    .keras archive is copied without its old `dermo.json`); returns the new contract."""
+    path = Path(path)
+    contract = {k: v for k, v in (read_contract(path) or {}).items() if k != "contract_version"}
+    contract.update(changes)
+    if path.suffix != ".keras":
+        embed_contract(path, contract)                      # an h5 attribute is simply overwritten
+        return read_contract(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                if info.filename != KERAS_MEMBER:
+                    dst.writestr(info, src.read(info.filename))
+        embed_contract(tmp, contract)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return read_contract(path)

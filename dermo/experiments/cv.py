@@ -1,0 +1,211 @@
+"""Cross-validation: k stratified (group) folds, each a normal run folder, out-of-fold predictions, a table.
+
+    python -m dermo.cv --folds 5 --data DATA [--group-column COL] [any train.py option] --out OUT
+    python -m dermo.cv --folds 3 --demo --out runs/cv-demo       # the demo data and demo training settings
+
+All labelled images of DATA (train and val alike) are dealt into k folds (seeded, stratified; with
+--group-column no lesion/patient id on two folds). Fold k trains on the other folds and validates on fold k
+in OUT/fold-k/ — an ordinary run folder (train.py's files, split.csv, eval-val/) trained from the manifest
+OUT/manifests/fold-k.csv (image, label, mask, split[, group] and the data's other CSV columns). Finished folds
+are reused and an interrupted one resumes, so re-running continues. Writes
+    OUT/folds.csv   path, label, mask, fold[, group]: the assignment (refused if the data changed)
+    OUT/oof.csv     every image's out-of-fold prediction exactly once: path, label, fold, predicted, per-class
+                    probabilities, lesion_focus, cam_mask_pearson
+    OUT/cv.csv, OUT/cv.md   per-fold and mean ± sd accuracy, balanced accuracy, κ, AUC, lesion focus, and the
+                    same numbers over the pooled out-of-fold predictions
+The fold models form one ensemble: `ensemble.py --models OUT --data HELD_OUT` (docs/method.md §9).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dermo.data.datasets import load_dataset
+from dermo.data.groups import stratified_folds
+from dermo.data.manifest import read_manifest
+from dermo.errors import DermoError, run_cli
+from dermo.experiments.ablation import _cell, _md_table, ensure_run
+from dermo.metrics import classification_metrics
+from dermo.run.config import TrainConfig, add_train_arguments, check_config
+
+FOLDS_CSV, OOF_CSV, CV_CSV, CV_MD = "folds.csv", "oof.csv", "cv.csv", "cv.md"
+MANIFESTS = "manifests"
+SUMMARY = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "kappa": "kappa", "auc": "AUC",
+           "lesion_focus": "lesion focus"}
+RESERVED = ("image", "label", "mask", "split", "group", "entry")
+
+
+class CVError(DermoError, ValueError):
+    """A cross-validation that cannot run as asked; one line naming the option or folder and the fix."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dermo.cv", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folds", type=int, default=5, help="number of folds k (at least 2)")
+    p.add_argument("--demo", action="store_true", help="the demo data and demo training settings")
+    add_train_arguments(p)
+    return p.parse_args(argv)
+
+
+def fold_dir(out: Path, k: int) -> Path:
+    return out / f"fold-{k}"
+
+
+def is_cv_folder(path) -> bool:
+    return (Path(path) / FOLDS_CSV).is_file()
+
+
+def fold_runs(path) -> list[Path]:
+    """The fold run folders of a cross-validation folder, in fold order."""
+    folds = pd.read_csv(Path(path) / FOLDS_CSV)["fold"]
+    return [fold_dir(Path(path), int(k)) for k in sorted(folds.unique())]
+
+
+def assign_folds(cfg: TrainConfig, k: int) -> tuple[pd.DataFrame, list[str]]:
+    """(path, label, mask, fold[, group]) for every labelled image of cfg.data, and the class names."""
+    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
+                      group_column=cfg.group_column)
+    samples = sorted(ds.train + ds.val, key=lambda s: s.path)
+    folds = stratified_folds(samples, k, cfg.seed, cfg.data, cfg.group_column)
+    frame = pd.DataFrame({"path": [s.path for s in samples], "label": [ds.classes[s.label] for s in samples],
+                          "mask": [s.mask or "" for s in samples], "fold": folds})
+    if cfg.group_column:
+        frame["group"] = [s.group or "" for s in samples]
+    return frame, ds.classes
+
+
+def _same_assignment(saved: pd.DataFrame, frame: pd.DataFrame) -> bool:
+    cols = ["path", "label", "fold"]
+    return saved[cols].astype(str).equals(frame[cols].astype(str))
+
+
+def write_folds(out: Path, frame: pd.DataFrame) -> None:
+    path = out / FOLDS_CSV
+    if path.exists() and not _same_assignment(pd.read_csv(path, keep_default_na=False), frame):
+        raise CVError(f"{path}: the folds of this folder were made from other data or options (--data, --seed, "
+                      "--folds, --group-column); choose another --out or delete the folder")
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+def extra_columns(cfg: TrainConfig) -> pd.DataFrame | None:
+    """A CSV's other columns (metadata such as age or sex) by absolute image path, to carry into the folds."""
+    if Path(cfg.data).suffix.lower() != ".csv":
+        return None
+    df = read_manifest(cfg.data)
+    keep = [c for c in df.columns if c not in RESERVED and c != cfg.label_column]
+    return df.set_index("image")[keep] if keep else None
+
+
+def write_manifests(out: Path, frame: pd.DataFrame, extras: pd.DataFrame | None) -> list[Path]:
+    """OUT/manifests/fold-k.csv per fold: the fold's images as val, the others as train."""
+    (out / MANIFESTS).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in sorted(frame["fold"].unique()):
+        m = frame.rename(columns={"path": "image"}).drop(columns="fold")
+        m.insert(3, "split", np.where(frame["fold"] == k, "val", "train"))
+        if extras is not None:
+            m = m.join(extras, on="image")
+        path = out / MANIFESTS / f"fold-{k}.csv"
+        m.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def fold_config(base: TrainConfig, manifest: Path, run_dir: Path) -> TrainConfig:
+    return dataclasses.replace(base, data=str(manifest), label_column="label", out=str(run_dir), resume=False,
+                               group_column="group" if base.group_column else None)
+
+
+def out_of_fold(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Every fold's eval-val/predictions.csv, with its fold; each image must appear exactly once."""
+    parts = []
+    for k in sorted(frame["fold"].unique()):
+        pred = pd.read_csv(fold_dir(out, k) / "eval-val" / "predictions.csv")
+        pred.insert(2, "fold", k)
+        parts.append(pred)
+    oof = pd.concat(parts, ignore_index=True)
+    counts = oof["path"].value_counts()
+    missing = set(frame["path"]) - set(oof["path"])
+    if missing or (counts > 1).any():
+        raise CVError(f"{out}: the out-of-fold predictions cover {len(set(oof['path']))} of {len(frame)} images "
+                      f"({len(missing)} missing, {(counts > 1).sum()} twice); delete the fold's eval-val/ and rerun")
+    return oof
+
+
+def summary(per_fold: list[dict], oof: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """One row per fold, then mean and sd over folds, then the pooled out-of-fold numbers."""
+    rows = [{"fold": str(k), **{m: r.get(m) for m in SUMMARY}} for k, r in enumerate(per_fold)]
+    table = pd.DataFrame(rows).astype({m: float for m in SUMMARY})
+    stats = [{"fold": "mean", **table[list(SUMMARY)].mean().to_dict()},
+             {"fold": "sd", **table[list(SUMMARY)].std(ddof=1).to_dict()}]
+    labels = oof["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    pooled = classification_metrics(labels, oof[_prob_columns(oof, classes)].to_numpy(), classes)
+    focus = oof["lesion_focus"].to_numpy(float) if "lesion_focus" in oof else np.array([np.nan])
+    stats.append({"fold": "out-of-fold", **{m: pooled.get(m) for m in SUMMARY},
+                  "lesion_focus": float(np.nanmean(focus)) if np.isfinite(focus).any() else np.nan})
+    return pd.concat([table, pd.DataFrame(stats)], ignore_index=True)
+
+
+def _prob_columns(frame: pd.DataFrame, classes: list[str]) -> list[str]:
+    return [c if c in frame.columns else f"p_{c}" for c in classes]
+
+
+def markdown(table: pd.DataFrame, base: TrainConfig, k: int) -> str:
+    setting = (f"data `{base.data}`, task {base.task}, backbone {base.backbone}, {base.image_size} px, at most "
+               f"{base.epochs} epoch(s), weights {base.weights}, seed {base.seed}"
+               + (f", grouped by `{base.group_column}`" if base.group_column else ""))
+    rows = [[str(r["fold"]), *(_cell(r[m]) for m in SUMMARY)] for _, r in table.iterrows()]
+    return "\n".join([f"# {k}-fold cross-validation", "", f"{setting}.", "",
+                      "Each fold's numbers are on its own validation fold; `mean` and `sd` are over the folds; "
+                      "`out-of-fold` pools every image's prediction by the model that did not train on it.", "",
+                      _md_table(["fold", *SUMMARY.values()], rows)])
+
+
+def cross_validate(base: TrainConfig, k: int, out, log=print) -> pd.DataFrame:
+    """Run (or reuse) every fold and write folds.csv, oof.csv, cv.csv and cv.md; returns the cv table."""
+    if k < 2:
+        raise CVError(f"--folds {k}: use at least 2 folds")
+    check_config(base)
+    out = Path(out)
+    frame, classes = assign_folds(base, k)
+    write_folds(out, frame)
+    manifests = write_manifests(out, frame, extra_columns(base))
+    per_fold = []
+    for fold, manifest in enumerate(manifests):
+        log(f"== fold {fold + 1}/{k}: {(frame['fold'] == fold).sum()} validation images")
+        per_fold.append(ensure_run(fold_config(base, manifest, fold_dir(out, fold)), log))
+    oof = out_of_fold(out, frame)
+    oof.to_csv(out / OOF_CSV, index=False)
+    table = summary(per_fold, oof, classes)
+    table.to_csv(out / CV_CSV, index=False)
+    (out / CV_MD).write_text(markdown(table, base, k))
+    log((out / CV_MD).read_text().rstrip())
+    log(f"wrote {out / FOLDS_CSV}, {out / OOF_CSV}, {out / CV_CSV}, {out / CV_MD}")
+    return table
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        from dermo.experiments.ablation import _import_script
+
+        out = Path(args.out) if args.out else Path("runs") / ("cv-demo" if args.demo else
+                                                             f"cv-{args.task}-{args.backbone.lower()}")
+        train_args = {k: v for k, v in vars(args).items() if k != "folds"}
+        base = _import_script("train").resolve_config(argparse.Namespace(**{**train_args, "resume": False}))
+        cross_validate(base, args.folds, out)
+        return 0
+
+    return run_cli(body, "dermo.cv")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""python -m dermo.export: a run's (or a model file's) classifier as SavedModel, TFLite or ONNX, plus a JSON
+sidecar (docs/method.md §10).
+
+    python -m dermo.export --run runs/NAME --format savedmodel|tflite|onnx [...] [--with-cams] [--out DIR]
+    python -m dermo.export --model FILE.keras|FILE.h5 --format ...      (a file carrying dermo's contract)
+
+Writes OUT/savedmodel/, OUT/model.tflite and/or OUT/model.onnx (OUT default RUN/export/, or export/ beside a
+model file), each with its sidecar OUT/<that name>.json. Input: the preprocessed image (B,S,S,3) float32 RGB
+0..255, as the Keras model takes it; outputs "probs" (B,K), calibrated with the stored temperature, and with
+--with-cams "cams" (B,h,w,K). Before anything is put in place, each file is run by its own runtime on
+CHECK_IMAGES synthetic dermoscopy-like images and compared with the Keras model as dermo's Predictor runs it;
+a difference above the tolerance is one error line and no file.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dermo.errors import run_cli
+from dermo.export.formats import ARTEFACTS, FORMATS, ExportError
+
+CHECK_IMAGES = 2
+TOLERANCE = 1e-4          # max |Δ| of probabilities; CAMs: 1e-4 relative to their largest magnitude
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dermo.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder written by train.py")
+    src.add_argument("--model", help="a .keras/.h5 classifier carrying dermo's contract")
+    p.add_argument("--format", required=True, nargs="+", choices=FORMATS,
+                   help="what to write (several: one SavedModel is converted to each)")
+    p.add_argument("--with-cams", action="store_true",
+                   help="also output every class's CAM (B,h,w,K), computed in the graph")
+    p.add_argument("--out", help="output folder (default RUN/export/, or export/ beside --model)")
+    return p.parse_args(argv)
+
+
+def check_images(predictor, n: int = CHECK_IMAGES) -> np.ndarray:
+    """n synthetic dermoscopy-like images (seed 0) after the model's preprocessing: (n,S,S,3) float32 0..255.
+    Uniform noise would not do: it drives the backbone's features ~1000x beyond those of real images, where
+    float32 round-off of different kernels is no longer small."""
+    from dermo.data.synthetic_draw import draw_lesion_image
+
+    rng = np.random.default_rng(0)
+    images = [draw_lesion_image(("nevus", "mel")[i % 2], rng, 128)[0] for i in range(n)]
+    return predictor.preprocess(images)[0]
+
+
+def reference(predictor, x: np.ndarray, with_cams: bool) -> dict:
+    """What dermo's Predictor gives for preprocessed images x: calibrated probs [and CAMs]."""
+    from dermo.predict.predictions import BatchPredictor
+
+    probs, cams = BatchPredictor(predictor.model, with_cams, tta=1)(x)
+    out = {"probs": np.asarray(predictor.calibrated(probs), np.float32)}
+    if with_cams:
+        out["cams"] = cams
+    return out
+
+
+def differences(ref: dict, got: dict) -> dict:
+    """max |Δ| per output; a missing output or another shape is an ExportError."""
+    diff = {}
+    for name, want in ref.items():
+        have = got.get(name)
+        if have is None or np.shape(have) != np.shape(want):
+            raise ExportError(f"the exported model's output {name!r} is {None if have is None else np.shape(have)}"
+                              f", not {np.shape(want)}")
+        diff[name] = float(np.max(np.abs(np.asarray(have, np.float64) - want)))
+    return diff
+
+
+def check(diff: dict, ref: dict, fmt: str) -> dict:
+    """The tolerance of each output; one line when the exported file disagrees with the Keras model."""
+    tol = {"probs": TOLERANCE}
+    if "cams" in ref:
+        tol["cams"] = TOLERANCE * max(1.0, float(np.abs(ref["cams"]).max()))
+    bad = [f"{k} by {diff[k]:.3g} (tolerance {tol[k]:.3g})" for k in diff if not diff[k] <= tol[k]]
+    if bad:
+        raise ExportError(f"the {fmt} file differs from the Keras model on {CHECK_IMAGES} synthetic images "
+                          f"({'; '.join(bad)}); nothing written. A model whose outputs swing under float32 "
+                          "round-off (e.g. a few epochs from scratch) cannot be exported faithfully: train it "
+                          "longer or export without --with-cams")
+    return tol
+
+
+def sidecar(source, predictor, fmt: str, ref: dict, diff: dict, tol: dict, x: np.ndarray) -> dict:
+    """What a user outside dermo needs: classes, input, preprocessing, temperature, outputs, the check."""
+    from dermo import __version__
+    from dermo.run.contract import read_contract
+
+    contract = read_contract(source.model_path) or {}
+    settings = predictor.settings
+    t = predictor.temperature
+    outputs = {"probs": {"shape": [None, len(predictor.classes)],
+                         "meaning": "class probabilities, columns in `classes` order"
+                                    + (f", calibrated: softmax(log p / {t:g}) applied in the graph" if t != 1
+                                       else " (uncalibrated: temperature 1)")}}
+    if "cams" in ref:
+        outputs["cams"] = {"shape": [None, *ref["cams"].shape[1:]],
+                           "meaning": "CAM_k = sum_c F[..., c] W[c, k] of the feature map and classifier kernel; "
+                                      "not affected by the temperature"}
+    return {"format": fmt, "file": ARTEFACTS[fmt], "classes": list(predictor.classes),
+            "task": contract.get("task"), "image_size": predictor.image_size,
+            "input": {"name": "image", "shape": [None, predictor.image_size, predictor.image_size, 3],
+                      "dtype": "float32", "meaning": "RGB 0..255 after dermo's preprocessing, resized to "
+                      "image_size x image_size (INTER_AREA); normalisation is inside the model"},
+            "preprocessing": {"hair": predictor.hair, "color": predictor.color, "p": settings.p,
+                              "cache_size": settings.size,
+                              "steps": "field of view, hair removal (hair), Shades of Gray colour constancy with "
+                                       "Minkowski p (color), shorter side cache_size; docs/method.md §2"},
+            "temperature": t, "outputs": outputs, "backbone": contract.get("backbone"),
+            "feature_layer": contract.get("feature_layer"), "source_model": str(source.model_path),
+            "dermo_version": __version__,
+            "check": {"images": len(x), "input": "synthetic dermoscopy-like images (seed 0)", "max_abs_diff": diff,
+                      "tolerance": tol}}
+
+
+def export(args, log=print) -> dict[str, dict]:
+    """Export, check each file against the Keras model, then put the files and sidecars in place; returns
+    {format: sidecar}."""
+    from dermo.evaluation.sources import predictor_for, resolve_source
+    from dermo.export import formats, runtime
+    from dermo.export.graph import export_graph
+    from dermo.run.folder import write_json
+
+    fmts = list(dict.fromkeys(args.format))
+    for fmt in fmts:
+        formats.check_tools(fmt)
+    source = resolve_source(args.run or args.model, "auto", "run" if args.run else "model", own_run=True)
+    if source.classes is None:
+        raise ExportError(f"{source.spec}: the file records no class names (saved without dermo's contract); "
+                          "export its run folder with --run")
+    predictor = predictor_for(source, source.classes)
+    out = Path(args.out) if args.out else (source.run.path if source.run else source.model_path.parent) / "export"
+    x = check_images(predictor)
+    ref = reference(predictor, x, args.with_cams)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        artefacts = formats.write(export_graph(predictor.model, predictor.temperature, args.with_cams), fmts,
+                                  work)
+        checked = {}
+        for fmt, artefact in artefacts.items():
+            diff = differences(ref, runtime.load(artefact, fmt)(x))
+            checked[fmt] = (diff, check(diff, ref, fmt))
+        sidecars = {}
+        for fmt, artefact in artefacts.items():
+            path = formats.place(artefact, out / ARTEFACTS[fmt])
+            sidecars[fmt] = sidecar(source, predictor, fmt, ref, *checked[fmt], x)
+            write_json(path.with_name(path.name + ".json"), sidecars[fmt])
+            log(f"wrote {path} and {path.name}.json (max |Δ| vs the Keras model: "
+                + ", ".join(f"{k} {v:.2g}" for k, v in checked[fmt][0].items()) + ")")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"temperature {predictor.temperature:g}; classes {', '.join(predictor.classes)}; input "
+        f"(B, {predictor.image_size}, {predictor.image_size}, 3) float32 0..255 after dermo's preprocessing")
+    return sidecars
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        export(args)
+        return 0
+
+    return run_cli(body, "python -m dermo.export")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

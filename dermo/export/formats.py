@@ -1,0 +1,91 @@
+"""Writing the exported graph in each format; every format is produced from a SavedModel.
+
+    FORMATS                       savedmodel, tflite, onnx
+    ARTEFACTS                     the file (or folder) name of each format
+    write(graph, fmts, work)      the artefacts, written inside the scratch folder `work`
+    place(artefact, path)         moved to its final path (after cli.py has checked it)
+
+SavedModel: keras' `model.export(format="tf_saved_model")` (serving signature "serve", named outputs).
+TFLite: TensorFlow's TFLiteConverter on that SavedModel, float32, no quantisation or other optimisation.
+ONNX: tf2onnx on that SavedModel (opset 17). Keras 3.12's own `model.export(format="onnx")` converts the traced
+function instead, where the EfficientNet input Normalization layer's mean and variance are captured tensors,
+not variables: the file then asks for them as two extra required inputs and onnxruntime refuses to run it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from dermo.errors import DermoError
+
+FORMATS = ("savedmodel", "tflite", "onnx")
+ARTEFACTS = {"savedmodel": "savedmodel", "tflite": "model.tflite", "onnx": "model.onnx"}
+ONNX_OPSET = 17
+NEEDS = {"onnx": ("tf2onnx", "onnx"), "tflite": (), "savedmodel": ()}
+
+
+class ExportError(DermoError, ValueError):
+    """A model or option that cannot be exported; one line naming it and the fix."""
+
+
+def check_tools(fmt: str) -> None:
+    """One line naming the missing packages of `fmt` (before any work is done)."""
+    import importlib.util
+
+    missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"--format {fmt} needs the Python packages {', '.join(missing)}, which are not "
+                          f"installed: python3 -m pip install -r requirements.txt")
+
+
+def _saved_model(graph, path: Path) -> Path:
+    graph.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def _tflite(saved: Path, path: Path) -> None:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    path.write_bytes(converter.convert())
+
+
+def _onnx(saved: Path, path: Path) -> None:
+    import tensorflow as tf
+    from tf2onnx import convert, tf_loader
+
+    with tf.device("/cpu:0"):
+        graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+            str(saved), None, None, return_tensors_to_rename=True)
+        convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs, opset=ONNX_OPSET,
+                               tensors_to_rename=renames, output_path=str(path))
+
+
+def write(graph, fmts, work) -> dict[str, Path]:
+    """Export `graph` in each of `fmts` inside the empty scratch folder `work` (one SavedModel, which TFLite and
+    ONNX are converted from); returns {format: artefact path}."""
+    unknown = [f for f in fmts if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"--format {unknown[0]}: use one of {', '.join(FORMATS)}")
+    for fmt in fmts:
+        check_tools(fmt)
+    work = Path(work)
+    saved = _saved_model(graph, work / ARTEFACTS["savedmodel"])
+    out = {"savedmodel": saved}
+    if "tflite" in fmts:
+        _tflite(saved, work / ARTEFACTS["tflite"])
+        out["tflite"] = work / ARTEFACTS["tflite"]
+    if "onnx" in fmts:
+        _onnx(saved, work / ARTEFACTS["onnx"])
+        out["onnx"] = work / ARTEFACTS["onnx"]
+    return {fmt: out[fmt] for fmt in fmts}
+
+
+def place(artefact: Path, path) -> Path:
+    """Move a checked artefact (file or folder) to `path`, replacing an earlier export there."""
+    path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(artefact, path)
+    return path
