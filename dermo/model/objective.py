@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, cskl_loss, dice_bce_loss, focal_loss, mask_loss,
-                          outside_logit_loss, outside_loss, soft_dice)
+                          occlude_outside, outside_logit_loss, outside_loss, soft_dice)
 from dermo.model.cam import class_activation_maps
 
 TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss")
@@ -92,3 +92,16 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
         terms["seg_dice"] = soft_dice(masks, ops.cast(seg > 0.5, "float32"))
         terms["loss"] = terms["loss"] + cfg.lambda_seg * terms["seg_loss"]
     return terms
+
+
+def with_occluded(x, masks):
+    """[x, x̃] as one batch (2B,S,S,3): x̃ = x occluded outside the lesion (dermo.losses.occlude_outside), for the
+    occlusion form of L_outside; one pass over both lets the halves share BatchNorm's batch statistics."""
+    return ops.concatenate([ops.cast(x, "float32"), occlude_outside(x, masks)], axis=0)
+
+
+def split_occluded(both: dict, b) -> dict:
+    """The graph's outputs on with_occluded(x, masks) -> x's outputs plus "lesion_logits" (B,K), those of x̃."""
+    out = {k: v[:b] for k, v in both.items()}
+    out["lesion_logits"] = both["logits"][b:]
+    return out

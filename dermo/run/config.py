@@ -14,6 +14,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last map, or a stride-16 one
 OUTSIDE_FORMS = ("contrast", "positive", "logit")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
+JIT_CHOICES = ("auto", "on", "off")
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc")
 
 
@@ -62,6 +63,7 @@ class TrainConfig:
     workers: int = 2
     strategy: str = "auto"
     mixed_precision: bool = False
+    jit_compile: str = "auto"             # XLA train/test step: auto = on with a GPU or JAX, off for TF on CPU
     hair_removal: bool = True
     color_constancy: bool = True
     cache_dir: str | None = None
@@ -135,9 +137,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--on-bad-image", choices=["error", "skip"], default=d.on_bad_image)
-    p.add_argument("--workers", type=int, default=d.workers, help="augmentation threads")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="image decoding/augmentation processes (1: in the training process)")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default=d.strategy)
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="16-bit compute (GPU): float16 with loss scaling (TensorFlow), bfloat16 (JAX)")
+    p.add_argument("--jit-compile", choices=JIT_CHOICES, default=d.jit_compile,
+                   help="XLA-compile the train/test step (auto: on with a GPU; on a CPU off under TensorFlow, "
+                        "on under JAX)")
     p.add_argument("--no-hair-removal", dest="hair_removal", action="store_false")
     p.add_argument("--no-color-constancy", dest="color_constancy", action="store_false")
     p.add_argument("--cache-dir", help="preprocessing cache (default $DERMO_CACHE or ~/.cache/dermo)")
@@ -153,7 +160,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                "--lambda-outside": cfg.lambda_outside}
     rules = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}: train for at least 1 epoch"),
              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: use at least 1"),
-             (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation thread"),
+             (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation worker"),
              (0 < cfg.val_fraction < 1, f"--val-fraction {cfg.val_fraction}: use a share between 0 and 1, "
                                         "e.g. 0.2"),
              (cfg.learning_rate > 0, f"--learning-rate {cfg.learning_rate}: must be positive"),
@@ -167,7 +174,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
              (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}"),
              (cfg.cam_stride in CAM_STRIDES, f"--cam-stride {cfg.cam_stride}: use 32 or 16"),
              (cfg.outside_form in OUTSIDE_FORMS,
-              f"--outside-form {cfg.outside_form}: use one of {', '.join(OUTSIDE_FORMS)}")]
+              f"--outside-form {cfg.outside_form}: use one of {', '.join(OUTSIDE_FORMS)}"),
+             (cfg.jit_compile in JIT_CHOICES, f"--jit-compile {cfg.jit_compile}: use one of {', '.join(JIT_CHOICES)}")]
     rules += [(v >= 0, f"{name} {v}: loss weights must be 0 (off) or more") for name, v in lambdas.items()]
     for ok, message in rules:
         if not ok:
