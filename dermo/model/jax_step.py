@@ -50,7 +50,7 @@ def _forward(model, trainable, non_trainable, x, y, masks, training: bool):
     if model.loss_config.needs_occluded:            # as CAMModel.forward: one pass over [x, x̃]
         both, non_trainable = model.stateless_call(trainable, non_trainable, with_occluded(x, masks),
                                                    training=training)
-        out = split_occluded(both, ops.shape(x)[0])
+        out = split_occluded(both, ops.shape(masks)[0])
     else:
         out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=training)
     terms = loss_terms(model.loss_config, y, masks, out, trainable[pos["kernel"]],

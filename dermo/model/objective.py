@@ -16,6 +16,7 @@ from keras import ops
 from dermo.losses import (categorical_ce, center_loss, cskl_loss, dice_bce_loss, focal_loss, mask_loss,
                           occlude_outside, outside_logit_loss, outside_loss, soft_dice)
 from dermo.model.cam import class_activation_maps
+from dermo.model.names import INPUT_NAME
 
 TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss")
 
@@ -96,7 +97,11 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
 
 def with_occluded(x, masks):
     """[x, x̃] as one batch (2B,S,S,3): x̃ = x occluded outside the lesion (dermo.losses.occlude_outside), for the
-    occlusion form of L_outside; one pass over both lets the halves share BatchNorm's batch statistics."""
+    occlusion form of L_outside; one pass over both lets the halves share BatchNorm's batch statistics.
+    A dict input {"image", other inputs} occludes the image and repeats the other inputs."""
+    if isinstance(x, dict):
+        return {k: with_occluded(v, masks) if k == INPUT_NAME else ops.concatenate([v, v], axis=0)
+                for k, v in x.items()}
     return ops.concatenate([ops.cast(x, "float32"), occlude_outside(x, masks)], axis=0)
 
 
