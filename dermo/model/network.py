@@ -3,34 +3,49 @@
     image (B,S,S,3) 0..255 -> EfficientNet -> F (B,h,w,C) -> GAP "gap" -> g (B,C) -> Dropout
         -> Dense(K) "classifier" -> logits z (B,K) -> softmax "probs" p (B,K)
 
-`build_graph` returns the input and a dict of named outputs; `CAMModel` (dermo.model.cam_model) trains on
-them and `inference_model` keeps image -> p for saving. No builder here compiles anything.
+With metadata (meta_width M > 0, --meta-columns) there is a second input "meta" (B,M) float32 and
+        g, meta -> Dense(16, relu) "meta_dense" -> Concatenate "fused" (B,C+16) -> Dropout -> "classifier"
+so the classifier kernel W (C+16,K) has the image rows W[:C] (the CAM's, dermo.model.cam) and the metadata
+rows W[C:]: logit_k = mean_hw CAM_k + (meta_dense(m)·W[C:, k] + b_k) at inference.
+
+`build_graph` returns the input(s) and a dict of named outputs; `CAMModel` (dermo.model.cam_model) trains on
+them and `inference_model` keeps image [, meta] -> p for saving. No builder here compiles anything.
 """
 from __future__ import annotations
 
 import keras
 
 from dermo.model.backbones import BackboneSpec, build_backbone, check_image_size, get_backbone
-from dermo.model.names import CLASSIFIER_LAYER, DROPOUT_LAYER, GAP_LAYER, INPUT_NAME, PROBS_LAYER, SEG_LAYER
+from dermo.model.names import (CLASSIFIER_LAYER, DROPOUT_LAYER, FUSED_LAYER, GAP_LAYER, INPUT_NAME,
+                               META_DENSE_LAYER, META_INPUT, PROBS_LAYER, SEG_LAYER)
 
 HEADS = ("classification", "segmentation")
+META_UNITS = 16
 
 
 def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | None = None,
-                weights: str = "none", dropout: float = 0.2, head: str = "classification"):
+                weights: str = "none", dropout: float = 0.2, head: str = "classification",
+                meta_width: int = 0):
     """-> (inputs, outputs) of a fresh flat graph, outputs a dict:
         "probs" (B,K) softmax, "logits" (B,K), "features" F (B,h,w,C), "pooled" g (B,C)
-        (+ "mask" (B,S,S,1) sigmoid with head="segmentation")."""
+        (+ "mask" (B,S,S,1) sigmoid with head="segmentation").
+    inputs: the image input, or [image, meta] with meta_width > 0."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
     spec = get_backbone(backbone)
     size = image_size or spec.resolution
     check_image_size(spec, size)
     inputs = keras.Input((size, size, 3), name=INPUT_NAME)
-    base = build_backbone(spec, inputs, weights)
+    base = build_backbone(spec, inputs, weights)   # before `inputs` may become [image, meta]
     features = base.get_layer(spec.feature_layer).output
     pooled = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
-    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(pooled)
+    x = pooled
+    if meta_width:
+        meta = keras.Input((meta_width,), name=META_INPUT)
+        m = keras.layers.Dense(META_UNITS, activation="relu", name=META_DENSE_LAYER)(meta)
+        x = keras.layers.Concatenate(name=FUSED_LAYER)([pooled, m])             # image rows first: W[:C]
+        inputs = [inputs, meta]
+    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(x)
     logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
     # softmax in float32 also under mixed precision
     probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)
@@ -67,7 +82,7 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
 
 
 def inference_model(model: keras.Model) -> keras.Model:
-    """image -> probabilities, sharing the trained layers; saves and loads as plain Keras."""
+    """image [, meta] -> probabilities, sharing the trained layers; saves and loads as plain Keras."""
     return keras.Model(model.input, model.get_layer(PROBS_LAYER).output, name="dermo_classifier")
 
 

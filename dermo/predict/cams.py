@@ -5,7 +5,9 @@ The models are flat Keras functional graphs
     -> Dropout -> Dense(K, softmax) "classifier" -> probs (B,K)
 so the feature map is the input of layer "gap" and CAM_k = sum_c F[..., c] * W[c, k] with W the
 "classifier" kernel (C, K). Averaging CAM_k over positions and adding the bias gives the logit of
-class k (Dropout is the identity at inference).
+class k (Dropout is the identity at inference). A model with metadata (second input "meta") classifies
+concat(g, meta branch): its kernel is (C + 16, K) and the CAM uses only the image rows W[:C], so averaging
+CAM_k gives the image part of the logit; logit_k = mean CAM_k + (meta part + bias) (dermo.model.cam).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def _layer(model, name):
 
 
 def feature_model(model) -> keras.Model:
-    """keras.Model mapping image (B,S,S,3) -> [features (B,h,w,C), probs (B,K)]."""
+    """keras.Model mapping image (B,S,S,3) [and meta (B,M)] -> [features (B,h,w,C), probs (B,K)]."""
     gap = _layer(model, GAP_LAYER)
     _layer(model, CLASSIFIER_LAYER)
     features = gap.input
@@ -35,7 +37,8 @@ def feature_model(model) -> keras.Model:
 
 
 def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel (C,K), bias (K,)) of the "classifier" Dense layer as numpy (bias zeros if none)."""
+    """(kernel (C,K), bias (K,)) of the "classifier" Dense layer as numpy (bias zeros if none); a metadata
+    model's kernel is (C + 16, K), its image rows first."""
     dense = _layer(model, CLASSIFIER_LAYER)
     kernel = np.asarray(dense.kernel.numpy(), np.float32)                 # (C, K)
     bias = (np.asarray(dense.bias.numpy(), np.float32)
@@ -44,24 +47,32 @@ def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cams_from_features(features, kernel) -> np.ndarray:
-    """features (B,h,w,C), kernel (C,K) -> CAMs (B,h,w,K)."""
-    return np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float32), kernel)
+    """features (B,h,w,C), kernel (C,K) -> CAMs (B,h,w,K); a longer kernel (metadata model) contributes
+    only its image-feature rows kernel[:C]."""
+    features = np.asarray(features, np.float32)
+    return np.einsum("bhwc,ck->bhwk", features, np.asarray(kernel)[:features.shape[-1]])
 
 
-def predict_with_cams(model, images, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def predict_with_cams(model, images, batch_size: int = 16, meta=None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and all classes' CAMs for a stack of images.
 
     images (N,S,S,3) (uint8 or float 0..255) -> probs float32 (N,K), cams float32 (N,h,w,K).
+    meta (N,M) float32: the encoded metadata, for (and only for) a model with a "meta" input.
     Batched, so only one batch of the (larger) feature maps is ever held in memory.
     """
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N,S,S,3), got {images.shape}")
+    if (meta is not None) != (len(model.inputs) > 1):
+        raise ValueError("give meta (N,M) exactly when the model has a metadata input "
+                         f"(its inputs: {', '.join(t.name for t in model.inputs)})")
     fmodel = feature_model(model)
     kernel, _ = classifier_weights(model)
     probs, cams = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].astype(np.float32)     # (b,S,S,3)
+        if meta is not None:
+            batch = {"image": batch, "meta": np.asarray(meta[start:start + batch_size], np.float32)}
         features, p = fmodel.predict_on_batch(batch)                      # (b,h,w,C), (b,K)
         probs.append(np.asarray(p, np.float32))
         cams.append(cams_from_features(features, kernel))                # (b,h,w,K)
