@@ -134,6 +134,12 @@ def test_in_memory_reloaded_and_evaluate_agree(meta_run, tmp_path):
     frame = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     assert frame["path"].tolist() == [s.path for s in samples]
     np.testing.assert_allclose(frame[["nevus", "others"]].to_numpy(), memory, atol=1e-5)
+    from dermo.viewer.members import Members                      # the viewer's eval rows: the recorded values
+
+    members = Members.load([str(run_dir)])
+    assert members.meta_of(samples[0].path) == samples[0].meta_values()
+    np.testing.assert_allclose(members.predict(samples[0].path, members.meta_of(samples[0].path))[0], memory[0],
+                               atol=1e-5)
     no_meta = np.asarray(inference_model(model).predict_on_batch({**x, "meta": np.zeros_like(x["meta"])}))
     assert np.abs(no_meta - memory).max() > 1e-6          # the metadata branch really reaches the output
 
