@@ -192,3 +192,14 @@ def test_evaluate_data_csv_without_a_metadata_column_is_one_line(meta_run, tmp_p
     msg = one_line_error(capsys, evaluate.main, ["--run", run_dir, "--data", tmp_path / "held.csv", "--split",
                                                  "train", "--out", tmp_path / "ev"], "evaluate.py")
     assert str(tmp_path / "held.csv") in msg and "'sex'" in msg
+
+
+def test_cv_with_an_absent_metadata_column_is_one_line_naming_the_csv(tmp_path, capsys):
+    from dermo.experiments.cv import main
+
+    csv = _meta_csv(tmp_path, n=8)
+    msg = one_line_error(capsys, main, ["--folds", "2", "--data", csv, "--task", "binary", "--image-size", "64",
+                                        "--weights", "none", "--meta-columns", "age_approx,site",
+                                        "--out", tmp_path / "cv"], "dermo.cv")
+    assert str(csv) in msg and "'site'" in msg
+    assert not (tmp_path / "cv").exists()                  # refused before any fold was written
