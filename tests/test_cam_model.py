@@ -97,3 +97,15 @@ def test_segmentation_head_outputs_and_trains():
     assert seg.output.shape[1:] == (SIZE, SIZE, 1)
     assert inference_model(m).output.shape[1:] == (2,)
     assert segmentation_model(inference_model(m)) is None
+
+
+def test_weight_zero_rows_add_nothing_to_the_validation_numbers(model):
+    """A multi-worker validation pass fills a replica's empty share of a last batch smaller than the replica
+    count with a stand-in image of weight 0: it must not change the epoch's numbers."""
+    x, y, m = batch()
+    model.compile(optimizer=keras.optimizers.Adadelta(1.0, rho=0.9))
+    model.reset_metrics()
+    full = {k: float(v) for k, v in model.test_step((x, (y, m))).items()}
+    after = model.test_step((x[:1], (y[:1], m[:1]), np.zeros(1, "float32")))
+    for name in ("loss", "cls_loss", "center_loss", "cskl_loss", "mask_loss", "accuracy"):
+        assert float(after[name]) == pytest.approx(full[name], rel=1e-6), name

@@ -5,11 +5,25 @@ positions and mask↓ the mask area-averaged to (h, w). Images whose resized mas
 variance — empty or full masks — carry no localisation signal and are left out of the average.
 """
 
+import numpy as np
 from keras import ops
 
 
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) box-filter matrix: output cell i averages the input span [i·n_in/n_out, (i+1)·n_in/n_out),
+    pixels cut by the span's ends counted by the part inside (TensorFlow's "area" resize)."""
+    scale = n_in / n_out
+    w = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        lo, hi = i * scale, (i + 1) * scale
+        for j in range(int(np.floor(lo)), min(int(np.ceil(hi)), n_in)):
+            w[i, j] = min(hi, j + 1) - max(lo, j)
+    return (w / scale).astype("float32")
+
+
 def resize_masks(masks, size):
-    """Area-average masks to the CAM grid.
+    """Area-average masks to the CAM grid (matrix products: the same on every Keras backend; JAX has no
+    "area" resize).
 
     Args:
         masks: (B, H, W, 1) or (B, H, W) values in [0, 1].
@@ -19,11 +33,14 @@ def resize_masks(masks, size):
         (B, h, w) float32 tensor, gradient-free.
     """
     masks = ops.cast(ops.convert_to_tensor(masks), "float32")
-    if len(masks.shape) == 3:
-        masks = masks[..., None]
-    if tuple(masks.shape[1:3]) != tuple(size):
-        masks = ops.image.resize(masks, size, interpolation="area")
-    return ops.stop_gradient(masks[..., 0])
+    if len(masks.shape) == 4:
+        masks = masks[..., 0]
+    (big_h, big_w), (h, w) = tuple(masks.shape[1:3]), tuple(int(v) for v in size)
+    if (big_h, big_w) != (h, w):
+        rows = ops.convert_to_tensor(area_weights(big_h, h))        # (h, H)
+        cols = ops.convert_to_tensor(area_weights(big_w, w))        # (w, W)
+        masks = ops.einsum("hH,bHW,wW->bhw", rows, masks, cols)
+    return ops.stop_gradient(masks)
 
 
 def mask_loss(cams, masks, eps=1e-8, min_mask_var=1e-6):

@@ -7,11 +7,12 @@ feature map F (B,h,w,C) and the classifier kernel W (C,K): CAM = einsum(F, W) (B
 Per-term trackers are listed in `metrics`, so Keras logs real values for train and val.
 Centres (K,C) live in non-trainable variables: train_step accumulates per-class sums/counts of the
 pooled features, and `refresh_centers()` (called by a callback at each epoch end) moves the centres.
+Under KERAS_BACKEND=jax the steps are the stateless ones of dermo.model.jax_step (same loss code); TensorFlow
+is imported only by the TensorFlow step.
 """
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from dermo.losses import center_sums, updated_centers
@@ -19,6 +20,14 @@ from dermo.model.names import CLASSIFIER_LAYER
 from dermo.model.objective import TERMS, LossConfig, loss_terms
 
 __all__ = ["CAMModel", "LossConfig", "TERMS"]
+
+_JAX = keras.backend.backend() == "jax"
+
+
+def _jax_step():
+    from dermo.model import jax_step
+
+    return jax_step
 
 
 class CAMModel(keras.Model):
@@ -51,16 +60,21 @@ class CAMModel(keras.Model):
         return loss_terms(self.loss_config, y, masks, out, self.get_layer(CLASSIFIER_LAYER).kernel,
                           self.centers, training)
 
-    def _update_trackers(self, terms, y, probs):
+    def _update_trackers(self, terms, y, probs, weight=None):
         # weighted by the batch size: epoch values are means over images, also with a partial last batch
-        n = ops.cast(ops.shape(y)[0], "float32")
+        # (a validation image given twice to fill a replica's empty share of a batch comes with weight 0)
+        n = ops.cast(ops.shape(y)[0], "float32") if weight is None else ops.sum(ops.cast(weight, "float32"))
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name], sample_weight=n)
-        self.accuracy_metric.update_state(y, probs)
+        self.accuracy_metric.update_state(y, probs, sample_weight=weight)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
+    def train_step(self, *args):
+        if _JAX:                                            # (state, data) -> (logs, state)
+            return _jax_step().train_step(self, *args)
+        import tensorflow as tf
+
+        x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(args[0])
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             out = self(x, training=True)
@@ -75,12 +89,17 @@ class CAMModel(keras.Model):
         self.center_count.assign_add(counts)
         return self._update_trackers(terms, y, out["probs"])
 
-    def test_step(self, data):
-        x, (y, masks), _ = keras.utils.unpack_x_y_sample_weight(data)
+    def test_step(self, *args):
+        if _JAX:
+            return _jax_step().test_step(self, *args)
+        x, (y, masks), weight = keras.utils.unpack_x_y_sample_weight(args[0])
         out = self(x, training=False)
-        return self._update_trackers(self.loss_terms(y, masks, out), y, out["probs"])
+        return self._update_trackers(self.loss_terms(y, masks, out), y, out["probs"], weight)
 
-    def predict_step(self, data):
+    def predict_step(self, *args):
+        if _JAX:
+            return super().predict_step(*args)
+        data = args[0]
         x = data[0] if isinstance(data, (tuple, list)) else data
         return self(x, training=False)
 

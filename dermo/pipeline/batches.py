@@ -7,11 +7,15 @@ With a metadata encoding (`meta=MetaEncoding`, dermo.data.metadata) x is the dic
 "meta": (B,width) float32}: the items' raw metadata encoded (missing values -> their indicators); the meta
 vector is not augmented. Without it x is the image array alone, exactly as before metadata existed.
 
-Augmentation runs in parallel worker threads (OpenCV releases the GIL). The epoch order and every
-augmentation draw depend only on (seed, epoch, batch index), so results do not depend on the number of
-workers or their scheduling. The epoch of a request is counted per batch index (the e-th request of
-index i belongs to epoch e): Keras' tf.data adapter prefetches the next epoch's first batches before it
-calls on_epoch_end, so a shared "current epoch" would make those batches depend on timing.
+With workers > 1 the images of each batch are decoded and augmented by that many worker processes
+(dermo.pipeline.rows.RowPool; threads would share one interpreter lock), and as many batches are requested
+at once. The epoch order depends only on (seed, epoch) and every image's augmentation draw only on
+(seed, epoch, batch index, row), so results do not depend on the number of workers or their scheduling,
+and `batch(index, epoch, shard=(k, n))` — the k-th of n equal slices of a batch, one per replica of a
+multi-worker run — holds exactly those rows of the whole batch. The epoch of a request is counted per batch
+index (the e-th request of index i belongs to epoch e): Keras' tf.data adapter prefetches the next
+epoch's first batches before it calls on_epoch_end, so a shared "current epoch" would make those batches
+depend on timing.
 """
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ import threading
 import keras
 import numpy as np
 
-from dermo.data.augment import apply, eval_transform, train_transform
+from dermo.data.augment import apply
 from dermo.data.imageio import read_image, read_mask
 from dermo.data.metadata import MetaEncoding
 from dermo.pipeline.prepare import Prepared
+from dermo.pipeline.rows import RowPool, load_rows
 
 
 def _seed(*parts: int) -> int:
@@ -47,7 +52,7 @@ class LesionBatches(keras.utils.PyDataset):
         self.training = training
         self.seed = seed
         self.meta = meta
-        self._eval = eval_transform(image_size)
+        self._pool = RowPool.get(workers) if workers > 1 else None
         self._lock = threading.Lock()
         self._passes = np.zeros(len(self), dtype=np.int64)   # epoch of the next request, per index
         self._complete = 0                                    # epoch the counters last ended complete at
@@ -92,9 +97,13 @@ class LesionBatches(keras.utils.PyDataset):
         return [self.items[i] for i in order[index * self.batch_size:(index + 1) * self.batch_size]]
 
     def load(self, item: Prepared, transform) -> tuple[np.ndarray, np.ndarray]:
+        """One item through an albumentations transform (uint8 image (S,S,3), mask (S,S))."""
         image = read_image(item.image)
-        mask = read_mask(item.mask, shape=image.shape[:2])
-        return apply(transform, image, mask)
+        return apply(transform, image, read_mask(item.mask, shape=image.shape[:2]))
+
+    def row_seed(self, epoch: int, index: int, row: int) -> int:
+        """The augmentation seed of row `row` of batch `index` in `epoch`."""
+        return _seed(self.seed, epoch, index, row)
 
     def __getitem__(self, index: int):
         if self.training:
@@ -103,12 +112,28 @@ class LesionBatches(keras.utils.PyDataset):
                 self._passes[index] += 1
         else:
             epoch = 0
+        return self.batch(index, epoch)
+
+    def batch(self, index: int, epoch: int = 0, shard: tuple[int, int] | None = None):
+        """Batch `index` of `epoch` (or its slice `shard` = (k, n): rows k·b/n … (k+1)·b/n of its b rows);
+        touches no epoch counter."""
         items = self.batch_items(index, epoch)
-        transform = (train_transform(self.image_size, seed=_seed(self.seed, epoch, index))
-                     if self.training else self._eval)
-        pairs = [self.load(it, transform) for it in items]
-        x = np.stack([p[0] for p in pairs]).astype("float32")                       # (B,S,S,3)
-        masks = (np.stack([p[1] for p in pairs])[..., None] > 127).astype("float32")  # (B,S,S,1)
+        first = 0
+        if shard is not None:
+            k, n = shard
+            first, last = (len(items) * k) // n, (len(items) * (k + 1)) // n
+            items = items[first:last]
+        rows = [(it.image, it.mask, self.row_seed(epoch, index, first + r) if self.training else None)
+                for r, it in enumerate(items)]
+        if not rows:
+            s = self.image_size
+            images, masks = np.zeros((0, s, s, 3), np.uint8), np.zeros((0, s, s), np.uint8)
+        elif self._pool is not None and len(rows) > 1:
+            images, masks = self._pool.load_rows(rows, self.image_size)
+        else:
+            images, masks = load_rows(rows, self.image_size)
+        x = images.astype("float32")                                                 # (B,S,S,3)
+        masks = (masks[..., None] > 127).astype("float32")                           # (B,S,S,1)
         y = np.zeros((len(items), self.num_classes), "float32")                     # (B,K)
         for row, it in enumerate(items):
             if it.label is not None:

@@ -11,6 +11,7 @@ from dermo.errors import DermoError
 
 
 CLASS_WEIGHTS = ("none", "balanced")
+JIT_CHOICES = ("auto", "on", "off")
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc")
 
 
@@ -58,6 +59,7 @@ class TrainConfig:
     workers: int = 2
     strategy: str = "auto"
     mixed_precision: bool = False
+    jit_compile: str = "auto"             # XLA train/test step: auto = on with a GPU or JAX, off for TF on CPU
     hair_removal: bool = True
     color_constancy: bool = True
     cache_dir: str | None = None
@@ -127,9 +129,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--on-bad-image", choices=["error", "skip"], default=d.on_bad_image)
-    p.add_argument("--workers", type=int, default=d.workers, help="augmentation threads")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="image decoding/augmentation processes (1: in the training process)")
     p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default=d.strategy)
-    p.add_argument("--mixed-precision", action="store_true", help="float16 compute (GPU)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="16-bit compute (GPU): float16 with loss scaling (TensorFlow), bfloat16 (JAX)")
+    p.add_argument("--jit-compile", choices=JIT_CHOICES, default=d.jit_compile,
+                   help="XLA-compile the train/test step (auto: on with a GPU; on a CPU off under TensorFlow, "
+                        "on under JAX)")
     p.add_argument("--no-hair-removal", dest="hair_removal", action="store_false")
     p.add_argument("--no-color-constancy", dest="color_constancy", action="store_false")
     p.add_argument("--cache-dir", help="preprocessing cache (default $DERMO_CACHE or ~/.cache/dermo)")
@@ -144,7 +151,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                "--lambda-mask": cfg.lambda_mask, "--lambda-seg": cfg.lambda_seg, "--lambda-a": cfg.lambda_a}
     rules = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}: train for at least 1 epoch"),
              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: use at least 1"),
-             (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation thread"),
+             (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation worker"),
              (0 < cfg.val_fraction < 1, f"--val-fraction {cfg.val_fraction}: use a share between 0 and 1, "
                                         "e.g. 0.2"),
              (cfg.learning_rate > 0, f"--learning-rate {cfg.learning_rate}: must be positive"),
@@ -155,7 +162,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
               f"--center-momentum {cfg.center_momentum}: use a value in [0, 1]"),
              (cfg.class_weight in CLASS_WEIGHTS,
               f"--class-weight {cfg.class_weight}: use one of {', '.join(CLASS_WEIGHTS)}"),
-             (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}")]
+             (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}"),
+             (cfg.jit_compile in JIT_CHOICES, f"--jit-compile {cfg.jit_compile}: use one of {', '.join(JIT_CHOICES)}")]
     rules += [(v >= 0, f"{name} {v}: loss weights must be 0 (off) or more") for name, v in lambdas.items()]
     for ok, message in rules:
         if not ok:
@@ -168,6 +176,9 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.meta_columns is not None and (not names or len(set(names)) != len(names)):
         raise ConfigError(f"--meta-columns {cfg.meta_columns!r}: give distinct CSV column names separated by "
                           "commas, e.g. age_approx,sex")
+    if names and cfg.strategy == "multiworker":
+        raise ConfigError(f"--meta-columns {cfg.meta_columns}: metadata models train on one machine (--strategy "
+                          "auto or mirrored); the multi-worker input pipeline feeds images only")
     if names and cfg.data and Path(cfg.data).is_dir():
         from dermo.data.datasets import meta_needs_csv
 

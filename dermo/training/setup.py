@@ -1,10 +1,12 @@
 """Building blocks of a training run: seeds, distribution strategy, the CAMModel and its optimizer,
-and the initial class centres."""
+and the initial class centres.
+
+TensorFlow is imported only under the TensorFlow backend (inside the functions that need it): under
+KERAS_BACKEND=jax nothing here needs it, and machines with JAX but no TensorFlow can train."""
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from dermo.data.datasets import loss_kind
 from dermo.model.cam_model import CAMModel, LossConfig
@@ -17,13 +19,30 @@ SCRATCH_BN_MOMENTUM = 0.9
 
 
 def set_seeds(seed: int, deterministic: bool) -> None:
-    """Python, NumPy and TF seeds; op determinism makes two CPU runs give identical histories."""
+    """Python, NumPy and backend seeds; TF op determinism makes two CPU runs give identical histories (JAX on
+    CPU is deterministic as it is)."""
     keras.utils.set_random_seed(seed)
-    if deterministic:
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
 
 
+class NoStrategy:
+    """The JAX backend's stand-in for tf.distribute's default strategy: one device, nothing to enter."""
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def make_strategy(name: str):
+    if keras.backend.backend() != "tensorflow":
+        return NoStrategy()
+    import tensorflow as tf
+
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
@@ -61,11 +80,17 @@ def build_model(cfg: TrainConfig, num_classes: int, class_weights=None, meta_wid
     return model
 
 
-def compile_model(model: CAMModel, cfg: TrainConfig) -> None:
+def compile_model(model: CAMModel, cfg: TrainConfig, jit_compile: bool | str = "auto") -> None:
+    """Adadelta; loss scaling for float16 only (TF's mixed_float16; JAX's mixed_bfloat16 needs none)."""
     optimizer = keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, rho=0.9)
-    if cfg.mixed_precision:
+    if cfg.mixed_precision and keras.backend.backend() == "tensorflow":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
+
+
+def precision_policy() -> str:
+    """--mixed-precision: float16 with loss scaling under TensorFlow, bfloat16 under JAX."""
+    return "mixed_bfloat16" if keras.backend.backend() == "jax" else "mixed_float16"
 
 
 def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:

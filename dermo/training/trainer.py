@@ -25,8 +25,11 @@ from dermo.run.config import TrainConfig, check_config, meta_column_list
 from dermo.run.splits import record_split
 from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm, ValidationMetrics
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
+from dermo.training.devices import backend_devices, device_lines, resolve_jit
 from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
-                                  make_strategy, set_seeds)
+                                  make_strategy, precision_policy, set_seeds)
+from dermo.training.workers import (SINGLE, Worker, check_batch_size, distributed_batches,
+                                    keras_multiworker_fixes, synchronise_batchnorm, this_worker)
 
 
 class TrainingError(DermoError, RuntimeError):
@@ -56,11 +59,16 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
 def check_setup(cfg: TrainConfig) -> None:
     """Options, backbone, image size and weights file: refused before anything is written or preprocessed."""
     check_config(cfg)
+    if cfg.strategy != "auto" and keras.backend.backend() != "tensorflow":
+        raise TrainingError(f"--strategy {cfg.strategy} needs the TensorFlow backend; under "
+                            f"KERAS_BACKEND={keras.backend.backend()} train on one device (--strategy auto)")
     check_image_size(get_backbone(cfg.backbone), cfg.image_size)
     check_weights(cfg.weights)
 
 
-def prepare_run_dir(cfg: TrainConfig) -> Path:
+def prepare_run_dir(cfg: TrainConfig, worker: Worker = SINGLE) -> Path:
+    """Check the run folder (--out) for a new or resumed run; returns where this process writes it: the run
+    folder, or a temporary folder on the workers of a multi-worker run that are not its chief."""
     run_dir = cfg.run_dir
     if cfg.resume:
         if read_resume_state(run_dir) is None and (run_dir / runs.CONFIG).exists():
@@ -72,15 +80,14 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     elif (run_dir / runs.CONFIG).exists() or (run_dir / runs.BACKUP_DIR).exists():
         raise TrainingError(f"{run_dir}: already holds a run; pass --resume to continue it or choose "
                             "another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return worker.write_dir(run_dir)
 
 
-def load_data(cfg: TrainConfig, log=print) -> tuple[Dataset, list, list]:
+def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list, list]:
     ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
                       cfg.group_column, meta_column_list(cfg.meta_columns))
     duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
-    record_split(cfg.run_dir, ds, cfg.resume)                      # split.csv, also for interrupted runs
+    record_split(run_dir or cfg.run_dir, ds, cfg.resume)           # split.csv, also for interrupted runs
     if duplicates:
         log(f"note: {len(duplicates)} exact duplicate image pair(s) across train and val (--allow-duplicates)")
     settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
@@ -122,24 +129,41 @@ def train_model(cfg: TrainConfig, log=print) -> tuple[Path, CAMModel]:
     """Run a whole training; returns the run folder and the trained in-memory model (best weights), the very
     model whose inference graph was saved."""
     check_setup(cfg)
+    worker = this_worker(cfg.strategy)                 # TF_CONFIG with --strategy multiworker
+    strategy = make_strategy(cfg.strategy)             # before any other TF op (MultiWorkerMirroredStrategy)
     set_seeds(cfg.seed, cfg.deterministic)
     if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    run_dir = prepare_run_dir(cfg)
+        keras.mixed_precision.set_global_policy(precision_policy())
+    run_dir = prepare_run_dir(cfg, worker)             # where this process writes (chief: the run folder)
+    try:
+        return cfg.run_dir, _train(cfg, worker, strategy, run_dir, log)
+    finally:
+        worker.cleanup(run_dir)                         # the temporary folder of a non-chief worker
+
+
+def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CAMModel:
     if not cfg.resume:
         runs.write_json(run_dir / runs.RESUME_CONFIG, _config_dict(cfg))
-    ds, train_items, val_items = load_data(cfg, log)
+    ds, train_items, val_items = load_data(cfg, log, run_dir)
     meta = fit_meta(cfg, ds, train_items, log)
     runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
-    strategy = make_strategy(cfg.strategy)
-    log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)")
+    devices = backend_devices()
+    for line in device_lines(devices):
+        log(line)
+    jit = resolve_jit(cfg.jit_compile, devices)
+    role = f", {worker.task} {worker.index} of {worker.count} worker(s)" if cfg.strategy == "multiworker" else ""
+    log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s){role}; XLA "
+        f"jit_compile {'on' if jit else 'off'} (--jit-compile {cfg.jit_compile})")
     class_weights = (balanced_class_weights([it.label for it in train_items], ds.num_classes)
                      if cfg.class_weight == "balanced" else None)
     if class_weights is not None:
         log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(ds.classes, class_weights)))
     with strategy.scope():
         model = build_model(cfg, ds.num_classes, class_weights, meta.width if meta else 0)
-        compile_model(model, cfg)
+        synchronise_batchnorm(model, strategy.num_replicas_in_sync)
+        compile_model(model, cfg, jit)
+        if cfg.strategy == "multiworker":
+            keras_multiworker_fixes(model)
     train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
                                   seed=cfg.seed, workers=cfg.workers, meta=meta)
     val_batches = LesionBatches(val_items, ds.num_classes, cfg.image_size, cfg.batch_size,
@@ -148,12 +172,12 @@ def train_model(cfg: TrainConfig, log=print) -> tuple[Path, CAMModel]:
     order = np.random.default_rng(cfg.seed).permutation(len(train_items))
     plain_batches = LesionBatches([train_items[i] for i in order], ds.num_classes, cfg.image_size,
                                   cfg.batch_size, meta=meta)
-    state = read_resume_state(run_dir) if cfg.resume else None
+    state = read_resume_state(cfg.run_dir) if cfg.resume else None      # the chief's folder, on every worker
     if state is None:
         model.set_centers(initial_centers(model, plain_batches))
         initial_epoch = 0
     else:
-        initial_epoch = restore(model, run_dir, state)
+        initial_epoch = restore(model, cfg.run_dir, state)
         train_batches.set_epoch(initial_epoch)        # the shuffle/augmentation of that epoch
         truncate_history(run_dir / runs.HISTORY, initial_epoch)
         log(f"resuming {run_dir} after epoch {initial_epoch}")
@@ -161,15 +185,22 @@ def train_model(cfg: TrainConfig, log=print) -> tuple[Path, CAMModel]:
     start = time.time()
     # shuffle=False: LesionBatches shuffles itself from (seed, epoch); Keras' own batch shuffling uses
     # Python's global `random`, which a resumed process cannot replay
-    model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, callbacks=callbacks,
+    fit_data, val_data, steps = train_batches, val_batches, None
+    if cfg.strategy == "multiworker":                 # each replica's slice of every global batch
+        check_batch_size(cfg.batch_size, strategy.num_replicas_in_sync)
+        fit_data = distributed_batches(strategy, train_batches, (initial_epoch, cfg.epochs))
+        val_data, steps = distributed_batches(strategy, val_batches), len(train_batches)
+    model.fit(fit_data, validation_data=val_data, epochs=cfg.epochs, callbacks=callbacks, steps_per_epoch=steps,
               initial_epoch=initial_epoch, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     guard = next(cb for cb in callbacks if isinstance(cb, NaNGuard))
     if guard.message:
         raise TrainingError(guard.message)
     if (run_dir / runs.BEST_WEIGHTS).exists():
         model.load_weights(run_dir / runs.BEST_WEIGHTS)
-    finish_run(cfg, run_dir, model, ds, time.time() - start, log, class_weights)
-    return run_dir, model
+    runtime = {"backend": keras.backend.backend(), "devices": devices, "jit_compile_used": jit,
+               "replicas": strategy.num_replicas_in_sync, "precision": keras.mixed_precision.global_policy().name}
+    finish_run(cfg, run_dir, model, ds, time.time() - start, log, class_weights, runtime)
+    return model
 
 
 def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
@@ -187,7 +218,7 @@ def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
 
 
 def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log,
-               class_weights=None) -> None:
+               class_weights=None, runtime: dict | None = None) -> None:
     from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
 
     contract = model_contract(cfg, ds.classes)
@@ -202,7 +233,7 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,
               "data_source": ds.source, "feature_layer": get_backbone(cfg.backbone).feature_layer,
               "class_weights": class_weights, "preprocessing": contract["preprocessing"],
-              "train_seconds": round(seconds, 1), "skipped": ds.skipped}
+              "train_seconds": round(seconds, 1), "skipped": ds.skipped, **(runtime or {})}
     runs.write_json(run_dir / runs.CONFIG, config)
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
     best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")
