@@ -98,7 +98,7 @@ def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, lis
     """(samples, data classes or None, data source, skipped lines): the --split of --data, or without
     --data the first run's recorded split, when every member has a run and the runs share their data."""
     from dermo.data.datasets import load_dataset
-    from dermo.evaluation.sources import EvaluationError
+    from dermo.evaluation.sources import EvaluationError, data_meta_columns
     from dermo.evaluation.splits import recorded_samples
 
     first_run = next((s.run for s in sources if s.run is not None), None)
@@ -106,7 +106,8 @@ def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, lis
         cfg = first_run.config if first_run else None
         label_column = args.label_column or (cfg.label_column if cfg else "label")
         ds = load_dataset(args.data, "auto", label_column, seed=cfg.seed if cfg else 0,
-                          val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=args.on_bad_image)
+                          val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=args.on_bad_image,
+                          meta_columns=data_meta_columns(sources, args.data, log))
         return ds.split(args.split), list(ds.classes), ds.source, list(ds.skipped)
     lone = next((s for s in sources if s.run is None), None)
     if lone is not None:
@@ -118,6 +119,11 @@ def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, lis
         raise EvaluationError(f"the models were trained on different data ({listing}); pass --data DIR|CSV "
                               "to choose one evaluation set")
     samples, source, skipped = recorded_samples(first_run, args.split, args.on_bad_image, log)
+    recorded = {n for s in samples for n, _ in (s.meta or ())}
+    absent = [n for s in sources for n in s.meta_columns if n not in recorded]
+    if absent:
+        raise EvaluationError(f"{source}: has no metadata column {', '.join(dict.fromkeys(absent))} that a member "
+                              "takes; pass --data CSV with those columns")
     return samples, None, source, skipped
 
 

@@ -79,9 +79,10 @@ def default_out(args, source) -> Path:
 def labelled_samples(args, source, log=print):
     """(samples of the split, class names, dataset source, skipped lines) for a labelled evaluation: a run
     without --data -> its split.csv rows of --split; else the split of --data, where a run refuses images
-    it trained on unless --split train."""
+    it trained on unless --split train. A metadata model's columns come with the samples (split.csv's
+    meta:<name> columns, or the --data CSV's own columns)."""
     from dermo.data.datasets import load_dataset
-    from dermo.evaluation.sources import EvaluationError, check_classes
+    from dermo.evaluation.sources import EvaluationError, check_classes, data_meta_columns
     from dermo.evaluation.splits import recorded_samples, refuse_training_images, training_paths
 
     run = source.run
@@ -94,7 +95,8 @@ def labelled_samples(args, source, log=print):
     label_column = args.label_column or (cfg.label_column if cfg else "label")
     task = "auto" if run is not None else source.task
     ds = load_dataset(args.data, task, label_column, seed=cfg.seed if cfg else 0,
-                      val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=_on_bad(args, source))
+                      val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=_on_bad(args, source),
+                      meta_columns=data_meta_columns([source], args.data, log))
     classes = check_classes(source, ds.classes, args.data)
     samples = ds.split(args.split)
     if not samples:

@@ -5,7 +5,8 @@ Two forms are accepted:
           an optional lesion mask sits beside its image as <stem>_mask.png.
   CSV     columns `image` (see dermo.data.manifest), a label column (`--label-column`, default `label`),
           optional `mask` and `split` (train/val), optional group column (`--group-column`, a lesion or
-          patient id): the split then keeps each group on one side (dermo.data.groups).
+          patient id): the split then keeps each group on one side (dermo.data.groups); optional metadata
+          columns (`--meta-columns`, e.g. age_approx,sex): their raw text travels with each Sample.
 Class index = position in the sorted class names. Only file existence is checked here; pixels are checked by
 the preprocessing step, before training starts.
 """
@@ -31,6 +32,11 @@ class Sample:
     label: int | None          # class index, None when unlabelled
     mask: str | None = None    # absolute path of a given lesion mask, None -> generated
     group: str | None = None   # value of the CSV's --group-column (lesion/patient id), None -> its own group
+    meta: tuple | None = None  # ((column, raw text or None), ...) of the CSV's --meta-columns; None: none read
+
+    def meta_values(self) -> dict:
+        """{column: raw text or None} of this image's metadata ({} when none was read: all missing)."""
+        return dict(self.meta or ())
 
 
 @dataclass
@@ -126,9 +132,10 @@ def load_folder(root, task="auto", seed=0, val_fraction=0.2) -> Dataset:
 
 
 def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0.2,
-             on_bad="error", group_column: str | None = None) -> Dataset:
+             on_bad="error", group_column: str | None = None, meta_columns=()) -> Dataset:
     csv_path = Path(csv_path)
-    df = read_manifest(csv_path, label_column, group_column)
+    meta_columns = list(meta_columns or ())
+    df = read_manifest(csv_path, label_column, group_column, meta_columns)
     df = df.dropna(subset=[label_column])
     df[label_column] = df[label_column].astype(str)
     classes = check_task_classes(task, sorted(df[label_column].unique()), csv_path)
@@ -149,7 +156,8 @@ def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0
         if mask is None and mask_path_for(image).exists():
             mask = str(mask_path_for(image))
         group = _group_value(row[group_column]) if group_column else None
-        samples.append(Sample(image, index[row[label_column]], mask, group))
+        meta = tuple((c, _text_value(row[c])) for c in meta_columns) if meta_columns else None
+        samples.append(Sample(image, index[row[label_column]], mask, group, meta))
         splits.append(str(row.get("split", "")).strip().lower())
     if not samples:
         raise DataError(f"{csv_path}: no usable rows")
@@ -170,9 +178,20 @@ def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0
 
 def _group_value(value) -> str | None:
     """A group cell as text; empty or missing -> None (the image is its own group)."""
+    return _text_value(value)
+
+
+def _text_value(value) -> str | None:
+    """A cell read as text; empty or missing -> None."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     return str(value).strip() or None
+
+
+def meta_needs_csv(meta_columns, data) -> DataError:
+    return DataError(f"--meta-columns {','.join(meta_columns)}: metadata needs a CSV manifest with those "
+                     f"columns, but --data {data} is a folder; list the images in a CSV (columns image, label, "
+                     f"{', '.join(meta_columns)})")
 
 
 def group_column_needs_csv(group_column: str, data) -> DataError:
@@ -182,18 +201,21 @@ def group_column_needs_csv(group_column: str, data) -> DataError:
 
 
 def load_dataset(data, task="auto", label_column="label", seed=0, val_fraction=0.2,
-                 on_bad="error", group_column: str | None = None) -> Dataset:
+                 on_bad="error", group_column: str | None = None, meta_columns=()) -> Dataset:
     """Folder or CSV -> Dataset; raises DataError / BadInputError with one line. `group_column` (CSV
-    only) makes the split a stratified group split, or checks a given split keeps the groups apart."""
+    only) makes the split a stratified group split, or checks a given split keeps the groups apart;
+    `meta_columns` (CSV only) are read into each Sample.meta."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: data path not found")
     if data.is_dir():
         if group_column:
             raise group_column_needs_csv(group_column, data)
+        if meta_columns:
+            raise meta_needs_csv(meta_columns, data)
         return load_folder(data, task, seed, val_fraction)
     if data.suffix.lower() == ".csv":
-        return load_csv(data, task, label_column, seed, val_fraction, on_bad, group_column)
+        return load_csv(data, task, label_column, seed, val_fraction, on_bad, group_column, meta_columns)
     raise DataError(f"{data}: --data must be a folder or a .csv manifest")
 
 

@@ -35,15 +35,18 @@ def resolve_entry(csv_path, value) -> Path:
     return candidates[0].resolve()
 
 
-def read_manifest(csv_path, label_column: str | None = None, group_column: str | None = None) -> pd.DataFrame:
+def read_manifest(csv_path, label_column: str | None = None, group_column: str | None = None,
+                  meta_columns: list[str] | tuple = ()) -> pd.DataFrame:
     """The CSV's rows with an image -> DataFrame with absolute `image` (str), `mask` (str or None, when the
-    column exists) and `entry` (the image path as written); `group_column` is read as text; other columns
-    as pandas reads them.
+    column exists) and `entry` (the image path as written); `group_column` and `meta_columns` are read as
+    text (empty cells NaN); other columns as pandas reads them.
 
-    Raises DataError for an unreadable CSV, a missing `image` (or `label_column`, `group_column`) column,
-    or no rows."""
+    Raises DataError for an unreadable CSV, a missing `image` (or `label_column`, `group_column`, metadata)
+    column, or no rows."""
     csv_path = Path(csv_path)
-    text = {"image": str, "mask": str, **({group_column: str} if group_column else {})}
+    meta_columns = list(meta_columns or ())
+    text = {"image": str, "mask": str, **({group_column: str} if group_column else {}),
+            **{c: str for c in meta_columns}}
     try:
         df = pd.read_csv(csv_path, dtype=text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -56,6 +59,10 @@ def read_manifest(csv_path, label_column: str | None = None, group_column: str |
         fix = fix or (" (choose the group with --group-column)" if group_column in missing else "")
         raise DataError(f"{csv_path}: no {names} column; columns are {', '.join(map(str, df.columns))}"
                         + fix)
+    absent = [c for c in meta_columns if c not in df.columns]
+    if absent:
+        raise DataError(f"{csv_path}: no metadata column {', '.join(repr(c) for c in absent)} (asked for by "
+                        f"--meta-columns); columns are {', '.join(map(str, df.columns))}")
     df = df[df["image"].notna() & (df["image"].astype(str).str.strip() != "")].copy()
     df["entry"] = df["image"].astype(str).str.strip()
     df["image"] = [str(resolve_entry(csv_path, v)) for v in df["entry"]]

@@ -3,6 +3,7 @@
     resolve_source(spec, task)  "runs/NAME" or "FILE.h5|.keras" -> Source (model path, classes, settings);
                                 own_run=True: a model file inside a run folder is that run's model
     check_classes(source, ...)  the class list shared by the model and the data
+    data_meta_columns(sources, data, log)  the metadata columns to read from --data for these models
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dermo.data.datasets import TASK_CLASSES, Sample
+from dermo.data.metadata import MetaEncoding
 from dermo.predict.loading import MODEL_SUFFIXES, PredictError
 from dermo.run import folder as runs
 from dermo.run.contract import read_contract
@@ -29,6 +31,26 @@ class Source:
     run: runs.Run | None = None
     settings: dict = field(default_factory=dict)   # hair / color flags (empty: the model file's contract)
     cache_dir: str | None = None
+
+    @property
+    def meta_columns(self) -> list[str]:
+        """The metadata columns the model takes (its contract's encoding; [] for an image-only model)."""
+        enc = MetaEncoding.from_dict((read_contract(self.model_path) or {}).get("meta"))
+        if enc is None and self.run is not None:
+            enc = MetaEncoding.from_dict(self.run.config.meta_encoding)
+        return enc.names if enc else []
+
+
+def data_meta_columns(sources, data, log=print) -> list[str]:
+    """The metadata columns that --data must provide for `sources` (in first-seen order): read from a CSV
+    (a missing column is then one DataError line); a folder has none, so its images are fed with every
+    metadata value missing (said in a note)."""
+    names = list(dict.fromkeys(n for s in sources for n in s.meta_columns))
+    if names and Path(data).is_dir():
+        log(f"note: {data} is a folder, so it has no metadata: {', '.join(names)} are fed as missing; give a "
+            "CSV manifest with those columns to use them")
+        return []
+    return names
 
 
 def _run_source(spec, run: runs.Run, model_path: Path | None = None) -> Source:

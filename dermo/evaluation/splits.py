@@ -13,6 +13,7 @@ from dermo.data.datasets import Sample, load_dataset
 from dermo.errors import DermoError
 from dermo.evaluation.sources import EvaluationError
 from dermo.run import splits
+from dermo.run.config import meta_column_list
 from dermo.run.folder import Run
 
 
@@ -22,7 +23,7 @@ def _rebuilt(run: Run, on_bad: str):
     if not cfg.data:
         raise EvaluationError(f"{run.path}: the run records no data; pass --data")
     ds = load_dataset(cfg.data, "auto", cfg.label_column, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                      on_bad=on_bad, group_column=cfg.group_column)
+                      on_bad=on_bad, group_column=cfg.group_column, meta_columns=meta_column_list(cfg.meta_columns))
     if list(ds.classes) != list(run.classes):
         raise EvaluationError(f"{cfg.data}: classes {', '.join(ds.classes)} differ from the run's "
                               f"({run.path}: {', '.join(run.classes)}); pass --data with the same class names")

@@ -32,7 +32,7 @@ from dermo.errors import DermoError, run_cli
 from dermo.experiments.ablation_report import cell as _cell, md_table as _md_table
 from dermo.experiments.grid import ensure_run
 from dermo.metrics import classification_metrics
-from dermo.run.config import TrainConfig, add_train_arguments, check_config
+from dermo.run.config import TrainConfig, add_train_arguments, check_config, meta_column_list
 
 FOLDS_CSV, OOF_CSV, CV_CSV, CV_MD = "folds.csv", "oof.csv", "cv.csv", "cv.md"
 MANIFESTS = "manifests"
@@ -71,7 +71,7 @@ def fold_runs(path) -> list[Path]:
 def assign_folds(cfg: TrainConfig, k: int) -> tuple[pd.DataFrame, list[str]]:
     """(path, label, mask, fold[, group]) for every labelled image of cfg.data, and the class names."""
     ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
-                      group_column=cfg.group_column)
+                      group_column=cfg.group_column, meta_columns=meta_column_list(cfg.meta_columns))
     samples = sorted(ds.train + ds.val, key=lambda s: s.path)
     folds = stratified_folds(samples, k, cfg.seed, cfg.data, cfg.group_column)
     frame = pd.DataFrame({"path": [s.path for s in samples], "label": [ds.classes[s.label] for s in samples],
@@ -99,7 +99,7 @@ def extra_columns(cfg: TrainConfig) -> pd.DataFrame | None:
     """A CSV's other columns (metadata such as age or sex) by absolute image path, to carry into the folds."""
     if Path(cfg.data).suffix.lower() != ".csv":
         return None
-    df = read_manifest(cfg.data)
+    df = read_manifest(cfg.data, meta_columns=meta_column_list(cfg.meta_columns))   # metadata as written
     keep = [c for c in df.columns if c not in RESERVED and c != cfg.label_column]
     return df.set_index("image")[keep] if keep else None
 

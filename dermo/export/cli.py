@@ -10,6 +10,9 @@ model file), each with its sidecar OUT/<that name>.json. Input: the preprocessed
 --with-cams "cams" (B,h,w,K). Before anything is put in place, each file is run by its own runtime on
 CHECK_IMAGES synthetic dermoscopy-like images and compared with the Keras model as dermo's Predictor runs it;
 a difference above the tolerance is one error line and no file.
+
+Models trained with --meta-columns (a second input "meta") are refused in one line: the check images, the
+runtimes' feeds and the sidecar describe the single image input.
 """
 from __future__ import annotations
 
@@ -134,6 +137,10 @@ def export(args, log=print) -> dict[str, dict]:
     for fmt in fmts:
         formats.check_tools(fmt)
     source = resolve_source(args.run or args.model, "auto", "run" if args.run else "model", own_run=True)
+    if source.meta_columns:
+        raise ExportError(f"{source.spec}: takes metadata ({', '.join(source.meta_columns)}) as a second input; "
+                          "export supports image-only models, so use it through dermo's Predictor (or retrain "
+                          "without --meta-columns to export)")
     if source.classes is None:
         raise ExportError(f"{source.spec}: the file records no class names (saved without dermo's contract); "
                           "export its run folder with --run")

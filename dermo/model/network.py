@@ -5,26 +5,36 @@
 
 With cam_stride=16, F is a stride-16 map instead (`stride16_features`), so the CAMs have twice the resolution;
 GAP, the classifier and the softmax stay as they are, so the logit is still the spatial mean of the CAM plus
-the bias. `build_graph` returns the input and a dict of named outputs; `CAMModel` (dermo.model.cam_model)
-trains on them and `inference_model` keeps image -> p for saving. No builder here compiles anything.
+the bias.
+
+With metadata (meta_width M > 0, --meta-columns) there is a second input "meta" (B,M) float32 and
+        g, meta -> Dense(16, relu) "meta_dense" -> Concatenate "fused" (B,C+16) -> Dropout -> "classifier"
+so the classifier kernel W (C+16,K) has the image rows W[:C] (the CAM's, dermo.model.cam) and the metadata
+rows W[C:]: logit_k = mean_hw CAM_k + (meta_dense(m)·W[C:, k] + b_k) at inference.
+
+`build_graph` returns the input(s) and a dict of named outputs; `CAMModel` (dermo.model.cam_model) trains on
+them and `inference_model` keeps image [, meta] -> p for saving. No builder here compiles anything.
 """
 from __future__ import annotations
 
 import keras
 
 from dermo.model.backbones import BackboneSpec, build_backbone, check_image_size, get_backbone
-from dermo.model.names import (CAM_FEATURE_LAYERS, CLASSIFIER_LAYER, DROPOUT_LAYER, FEATURE16_LAYER, GAP_LAYER,
-                               INPUT_NAME, PROBS_LAYER, SEG_LAYER)
+from dermo.model.names import (CAM_FEATURE_LAYERS, CLASSIFIER_LAYER, DROPOUT_LAYER, FEATURE16_LAYER, FUSED_LAYER,
+                               GAP_LAYER, INPUT_NAME, META_DENSE_LAYER, META_INPUT, PROBS_LAYER, SEG_LAYER)
 
 HEADS = ("classification", "segmentation")
 CAM16_WIDTH = 512                 # channels C of the stride-16 CAM features
+META_UNITS = 16
 
 
 def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | None = None,
-                weights: str = "none", dropout: float = 0.2, head: str = "classification", cam_stride: int = 32):
+                weights: str = "none", dropout: float = 0.2, head: str = "classification", cam_stride: int = 32,
+                meta_width: int = 0):
     """-> (inputs, outputs) of a fresh flat graph, outputs a dict:
         "probs" (B,K) softmax, "logits" (B,K), "features" F (B,h,w,C), "pooled" g (B,C)
-        (+ "mask" (B,S,S,1) sigmoid with head="segmentation"); F is stride 32 or, with cam_stride=16, 16."""
+        (+ "mask" (B,S,S,1) sigmoid with head="segmentation"); F is stride 32 or, with cam_stride=16, 16.
+    inputs: the image input, or [image, meta] with meta_width > 0."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
     if cam_stride not in CAM_FEATURE_LAYERS:
@@ -33,12 +43,18 @@ def build_graph(backbone: str = "B0", num_classes: int = 2, image_size: int | No
     size = image_size or spec.resolution
     check_image_size(spec, size)
     inputs = keras.Input((size, size, 3), name=INPUT_NAME)
-    base = build_backbone(spec, inputs, weights)
+    base = build_backbone(spec, inputs, weights)   # before `inputs` may become [image, meta]
     top = features = base.get_layer(spec.feature_layer).output
     if cam_stride == 16:
         features = stride16_features(base, spec, top)
     pooled = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER)(features)
-    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(pooled)
+    x = pooled
+    if meta_width:
+        meta = keras.Input((meta_width,), name=META_INPUT)
+        m = keras.layers.Dense(META_UNITS, activation="relu", name=META_DENSE_LAYER)(meta)
+        x = keras.layers.Concatenate(name=FUSED_LAYER)([pooled, m])             # image rows first: W[:C]
+        inputs = [inputs, meta]
+    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(x)
     logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
     # softmax in float32 also under mixed precision
     probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)
@@ -90,7 +106,7 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
 
 
 def inference_model(model: keras.Model) -> keras.Model:
-    """image -> probabilities, sharing the trained layers; saves and loads as plain Keras."""
+    """image [, meta] -> probabilities, sharing the trained layers; saves and loads as plain Keras."""
     return keras.Model(model.input, model.get_layer(PROBS_LAYER).output, name="dermo_classifier")
 
 

@@ -3,6 +3,10 @@
     LesionBatches(prepared, ...) -> keras PyDataset yielding
         x (B,S,S,3) float32 0..255,  (y (B,K) float32 one-hot, masks (B,S,S,1) float32 0/1)
 
+With a metadata encoding (`meta=MetaEncoding`, dermo.data.metadata) x is the dict {"image": (B,S,S,3),
+"meta": (B,width) float32}: the items' raw metadata encoded (missing values -> their indicators); the meta
+vector is not augmented. Without it x is the image array alone, exactly as before metadata existed.
+
 With workers > 1 the images of each batch are decoded and augmented by that many worker processes
 (dermo.pipeline.rows.RowPool; threads would share one interpreter lock), and as many batches are requested
 at once. The epoch order depends only on (seed, epoch) and every image's augmentation draw only on
@@ -23,6 +27,7 @@ import numpy as np
 
 from dermo.data.augment import apply
 from dermo.data.imageio import read_image, read_mask
+from dermo.data.metadata import MetaEncoding
 from dermo.pipeline.prepare import Prepared
 from dermo.pipeline.rows import RowPool, load_rows
 
@@ -35,7 +40,8 @@ class LesionBatches(keras.utils.PyDataset):
     """Batches of (image, (one-hot, mask)); `training` shuffles per epoch and augments."""
 
     def __init__(self, items: list[Prepared], num_classes: int, image_size: int, batch_size: int = 16,
-                 training: bool = False, seed: int = 0, workers: int = 1, max_queue_size: int = 8):
+                 training: bool = False, seed: int = 0, workers: int = 1, max_queue_size: int = 8,
+                 meta: MetaEncoding | None = None):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if not items:
             raise ValueError("no images to feed")
@@ -45,6 +51,7 @@ class LesionBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.training = training
         self.seed = seed
+        self.meta = meta
         self._pool = RowPool.get(workers) if workers > 1 else None
         self._lock = threading.Lock()
         self._passes = np.zeros(len(self), dtype=np.int64)   # epoch of the next request, per index
@@ -131,7 +138,19 @@ class LesionBatches(keras.utils.PyDataset):
         for row, it in enumerate(items):
             if it.label is not None:
                 y[row, it.label] = 1.0
+        if self.meta is not None:
+            x = {"image": x, "meta": encode_items(self.meta, items)}
         return x, (y, masks)
+
+
+def encode_items(meta: MetaEncoding, items) -> np.ndarray:
+    """Prepared items (or Samples) -> their encoded metadata (N, width) float32."""
+    return meta.encode([dict(it.meta or ()) for it in items])
+
+
+def image_of(x) -> np.ndarray:
+    """The image array of a batch's x (the array itself, or x["image"] with metadata)."""
+    return x["image"] if isinstance(x, dict) else x
 
 
 def labels_of(items: list[Prepared]) -> np.ndarray:

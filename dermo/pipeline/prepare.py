@@ -17,6 +17,7 @@ class Prepared:
     mask: str           # lesion mask PNG (cache): given or generated
     label: int | None
     source: str         # the original image path
+    meta: tuple | None = None   # the Sample's raw metadata ((column, text or None), ...); None: none read
 
 
 def settings_for(image_size: int, **kwargs) -> PreprocessSettings:
@@ -29,6 +30,6 @@ def prepare(samples: list[Sample], settings: PreprocessSettings, cache_dir=None,
     """Preprocess (or find in the cache) every sample; bad files raise or are skipped and reported."""
     results, skipped = preprocess_many([(s.path, s.mask) for s in samples], settings,
                                        cache_dir=cache_dir, workers=workers, on_bad=on_bad)
-    prepared = [Prepared(str(r[0]), str(r[1]), s.label, s.path)
+    prepared = [Prepared(str(r[0]), str(r[1]), s.label, s.path, s.meta)
                 for s, r in zip(samples, results) if r is not None]
     return prepared, list(skipped)

@@ -7,6 +7,9 @@ so the feature map is the input of layer "gap" and CAM_k = sum_c F[..., c] * W[c
 "classifier" kernel (C, K). Averaging CAM_k over positions and adding the bias gives the logit of
 class k (Dropout is the identity at inference). F is the output of the layer named by the model contract's
 `feature_layer`: "top_activation" (stride 32) or, for --cam-stride 16, "cam16_features" (stride 16).
+A model with metadata (second input "meta") classifies
+concat(g, meta branch): its kernel is (C + 16, K) and the CAM uses only the image rows W[:C], so averaging
+CAM_k gives the image part of the logit; logit_k = mean CAM_k + (meta part + bias) (dermo.model.cam).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def feature_layer_name(model) -> str:
 
 
 def feature_model(model, layer: str | None = None) -> keras.Model:
-    """keras.Model mapping image (B,S,S,3) -> [features (B,h,w,C), probs (B,K)]; `layer` (e.g. the contract's
+    """keras.Model mapping image (B,S,S,3) [and meta (B,M)] -> [features (B,h,w,C), probs (B,K)]; `layer` (e.g. the contract's
     feature_layer) must name the layer that "gap" pools, since only its CAMs are exact class evidence."""
     gap = _layer(model, GAP_LAYER)
     _layer(model, CLASSIFIER_LAYER)
@@ -46,7 +49,8 @@ def feature_model(model, layer: str | None = None) -> keras.Model:
 
 
 def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel (C,K), bias (K,)) of the "classifier" Dense layer as numpy (bias zeros if none)."""
+    """(kernel (C,K), bias (K,)) of the "classifier" Dense layer as numpy (bias zeros if none); a metadata
+    model's kernel is (C + 16, K), its image rows first."""
     dense = _layer(model, CLASSIFIER_LAYER)
     kernel = np.asarray(dense.kernel.numpy(), np.float32)                 # (C, K)
     bias = (np.asarray(dense.bias.numpy(), np.float32)
@@ -55,24 +59,32 @@ def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cams_from_features(features, kernel) -> np.ndarray:
-    """features (B,h,w,C), kernel (C,K) -> CAMs (B,h,w,K)."""
-    return np.einsum("bhwc,ck->bhwk", np.asarray(features, np.float32), kernel)
+    """features (B,h,w,C), kernel (C,K) -> CAMs (B,h,w,K); a longer kernel (metadata model) contributes
+    only its image-feature rows kernel[:C]."""
+    features = np.asarray(features, np.float32)
+    return np.einsum("bhwc,ck->bhwk", features, np.asarray(kernel)[:features.shape[-1]])
 
 
-def predict_with_cams(model, images, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def predict_with_cams(model, images, batch_size: int = 16, meta=None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and all classes' CAMs for a stack of images.
 
     images (N,S,S,3) (uint8 or float 0..255) -> probs float32 (N,K), cams float32 (N,h,w,K).
+    meta (N,M) float32: the encoded metadata, for (and only for) a model with a "meta" input.
     Batched, so only one batch of the (larger) feature maps is ever held in memory.
     """
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (N,S,S,3), got {images.shape}")
+    if (meta is not None) != (len(model.inputs) > 1):
+        raise ValueError("give meta (N,M) exactly when the model has a metadata input "
+                         f"(its inputs: {', '.join(t.name for t in model.inputs)})")
     fmodel = feature_model(model)
     kernel, _ = classifier_weights(model)
     probs, cams = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].astype(np.float32)     # (b,S,S,3)
+        if meta is not None:
+            batch = {"image": batch, "meta": np.asarray(meta[start:start + batch_size], np.float32)}
         features, p = fmodel.predict_on_batch(batch)                      # (b,h,w,C), (b,K)
         probs.append(np.asarray(p, np.float32))
         cams.append(cams_from_features(features, kernel))                # (b,h,w,K)

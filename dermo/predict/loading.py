@@ -3,6 +3,7 @@
     load_model_safely(path)   .h5/.keras -> keras.Model; refuses Python code (Lambda layers)
     model_image_size(model)   S of the (None, S, S, 3) input
     model_num_classes(model)  K of the (None, K) output
+    model_meta_width(model)   M of a metadata model's (None, M) "meta" input, 0 for image-only models
 """
 from __future__ import annotations
 
@@ -92,3 +93,8 @@ def model_image_size(model) -> int:
 
 def model_num_classes(model) -> int:
     return int(model.outputs[0].shape[-1])                         # K of the (None, K) output
+
+
+def model_meta_width(model) -> int:
+    """Width M of the model's (None, M) metadata input "meta" (--meta-columns), 0 when it has none."""
+    return next((int(t.shape[-1]) for t in model.inputs[1:] if t.name == "meta"), 0)

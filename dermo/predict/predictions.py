@@ -5,7 +5,8 @@ CAM sits on the lesion mask; optional TTA.
                                            max |CAM|, a CAM preview of a few images spread over the set)
 
 Shapes: images x (B,S,S,3) float 0..255, masks (B,S,S) {0,1}, features (B,h,w,C), CAMs (B,h,w,K),
-probabilities (N,K). A TTA transform t acts on the spatial axes (1, 2) of any of these arrays.
+probabilities (N,K). A TTA transform t acts on the spatial axes (1, 2) of any of these arrays. A metadata
+model's batches are {"image": x, "meta": (B,M)}: TTA transforms the image only.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dermo import metrics
-from dermo.pipeline.batches import LesionBatches
+from dermo.data.metadata import MetaEncoding
+from dermo.pipeline.batches import LesionBatches, image_of
 from dermo.predict.cams import (cams_from_features, classifier_weights, feature_model,
                                 predicted_class_cams)
 from dermo.predict.loading import model_image_size
@@ -44,10 +46,12 @@ class BatchPredictor:
         self.fmodel = feature_model(model) if with_cams else model
         self.kernel = classifier_weights(model)[0] if with_cams else None    # (C,K)
 
-    def __call__(self, x: np.ndarray):
+    def __call__(self, x):
+        """x: images (B,S,S,3), or {"image": images, "meta": (B,M)} for a metadata model."""
         probs, cams = 0.0, 0.0
         for t in range(self.tta):
-            out = self.fmodel.predict_on_batch(np.ascontiguousarray(tta_forward(x, t)))
+            image = np.ascontiguousarray(tta_forward(image_of(x), t))
+            out = self.fmodel.predict_on_batch({**x, "image": image} if isinstance(x, dict) else image)
             if self.with_cams:
                 features, out = out
                 cams = cams + tta_inverse(cams_from_features(features, self.kernel), t)
@@ -56,8 +60,11 @@ class BatchPredictor:
         return probs, (np.asarray(cams / self.tta, np.float32) if self.with_cams else None)
 
 
-def pad_batch(x: np.ndarray, size: int) -> np.ndarray:
-    """(b,...) -> (size,...) repeating the last row (keeps one traced batch shape)."""
+def pad_batch(x, size: int):
+    """(b,...) -> (size,...) repeating the last row (keeps one traced batch shape); a dict of such arrays
+    (image and metadata) -> each padded."""
+    if isinstance(x, dict):
+        return {k: pad_batch(v, size) for k, v in x.items()}
     if len(x) == size:
         return x
     return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
@@ -69,13 +76,15 @@ def _per_image_pearson(cams: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int = 1,
-                  with_cams: bool = True, preview: int = PREVIEW, progress: bool = False) -> Predictions:
+                  with_cams: bool = True, preview: int = PREVIEW, progress: bool = False,
+                  meta: MetaEncoding | None = None) -> Predictions:
     """Predict Prepared items (dermo.pipeline) in one pass; the next batch is read while one predicts.
+    `meta`: the metadata encoding of a metadata model (each item's raw metadata is encoded with it).
 
     with_cams: also score the predicted class's CAM against the lesion mask per image and keep
     `preview` images spread evenly over the set (so every class shows), with CAMs and masks, for cams.png."""
     size = model_image_size(model)
-    batches = LesionBatches(items, num_classes, size, batch_size)
+    batches = LesionBatches(items, num_classes, size, batch_size, meta=meta)
     predictor = BatchPredictor(model, with_cams, tta)
     probs, focus, pearson, max_abs = [], [], [], 0.0
     shown = {"images": [], "cams": [], "masks": [], "index": []}
@@ -91,8 +100,9 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
             x, (_, masks) = nxt.result()                                  # (b,S,S,3), (b,S,S,1)
             if i + 1 < len(batches):
                 nxt = pool.submit(batches.__getitem__, i + 1)
-            b = len(x)
+            b = len(image_of(x))
             p, cams = predictor(pad_batch(x, batch_size))
+            x = image_of(x)
             probs.append(p[:b])
             if not with_cams:
                 continue

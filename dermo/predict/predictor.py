@@ -10,6 +10,12 @@ The classes, input size and preprocessing come from the model file's contract (d
 images get exactly the field of view, hair removal, colour constancy and resize of training; so does the
 temperature stored by `evaluate.py --calibrate`: probabilities are softmax(log p / T) (T = 1: the model's own;
 CAMs and the predicted class do not change). evaluate.py and ensemble.py predict through this class too.
+
+A model trained with --meta-columns carries its metadata encoding in the contract (`p.meta`, None for an
+image-only model) and takes it as its second input. predict(..., meta=[{"age_approx": 55, "sex": "male"},
+...]) gives each image's raw values (one dict per image; absent keys, None or "" are missing); without
+`meta` every image has all its missing indicators set, as a training image without metadata had. Samples
+from a CSV (evaluate.py, ensemble.py) carry their own values (Sample.meta).
 """
 from __future__ import annotations
 
@@ -22,9 +28,11 @@ from dermo import metrics
 from dermo.data.augment import apply, eval_transform
 from dermo.data.datasets import Sample
 from dermo.data.imageio import mask_path_for, to_uint8_rgb
+from dermo.data.metadata import MetaEncoding
 from dermo.pipeline.batches import LesionBatches
 from dermo.pipeline.prepare import prepare, settings_for
-from dermo.predict.loading import PredictError, load_model_safely, model_image_size, model_num_classes
+from dermo.predict.loading import (PredictError, load_model_safely, model_image_size, model_meta_width,
+                                   model_num_classes)
 from dermo.predict.predictions import PREVIEW, BatchPredictor, Predictions, pad_batch, predict_items
 from dermo.preprocessing.image import preprocess_image
 from dermo.run.contract import read_contract
@@ -69,8 +77,10 @@ class Predictor:
     """A loaded classifier with its classes and preprocessing (see the module docstring)."""
 
     def __init__(self, model, classes: list[str], hair: bool = True, color: bool = True, cache_dir=None,
-                 batch_size: int = 16, source: str = "", temperature: float = 1.0):
+                 batch_size: int = 16, source: str = "", temperature: float = 1.0,
+                 meta: MetaEncoding | dict | None = None):
         self.model = model
+        self.meta = MetaEncoding.from_dict(meta) if isinstance(meta, dict) else meta   # None: image only
         self.temperature = float(temperature)          # calibration: probabilities softmax(log p / T)
         self.classes = list(classes)
         self.image_size = model_image_size(model)
@@ -82,6 +92,11 @@ class Predictor:
         if model_num_classes(model) != len(self.classes):
             raise PredictError(f"{source}: the model has {model_num_classes(model)} outputs but the classes "
                                f"are {', '.join(self.classes)}")
+        width = model_meta_width(model)
+        if width != (self.meta.width if self.meta else 0):
+            raise PredictError(f"{source}: the model has a metadata input of width {width} but its recorded "
+                               f"metadata encoding gives {self.meta.width if self.meta else 0}; use the model "
+                               "file train.py wrote (its contract holds the encoding)")
 
     @classmethod
     def from_model(cls, path, classes: list[str] | None = None, **kwargs) -> "Predictor":
@@ -96,6 +111,7 @@ class Predictor:
         kwargs.setdefault("hair", pre.get("hair", True))
         kwargs.setdefault("color", pre.get("color", True))
         kwargs.setdefault("temperature", contract.get("temperature", 1.0))
+        kwargs.setdefault("meta", contract.get("meta"))
         return cls(load_model_safely(path), classes, source=str(path), **kwargs)
 
     @classmethod
@@ -105,6 +121,8 @@ class Predictor:
         kwargs.setdefault("hair", run.config.hair_removal)
         kwargs.setdefault("color", run.config.color_constancy)
         kwargs.setdefault("cache_dir", run.config.cache_dir)
+        if run.config.meta_encoding:                     # also in the model's contract: the same encoding
+            kwargs.setdefault("meta", run.config.meta_encoding)
         return cls.from_model(run.model_path, list(run.classes), **kwargs)
 
     @property
@@ -120,7 +138,7 @@ class Predictor:
                       progress: bool = False) -> Predictions:
         """Prepared items -> Predictions with per-image CAM scores (what evaluate.py writes)."""
         out = predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
-                            progress)
+                            progress, self.meta)
         out.probs = self.calibrated(out.probs)
         return out
 
@@ -164,19 +182,34 @@ class Predictor:
         x, m, names = self._inputs(images, masks)
         return x.astype(np.float32), (m > 127).astype(np.uint8), names
 
-    def predict(self, images, masks=None, tta: int = 1) -> Prediction:
+    def encode_meta(self, meta, n: int) -> np.ndarray | None:
+        """The model's metadata input (n,M) float32 for `meta` (one dict of raw values per image, a single
+        dict for one image, or None: all missing); None for an image-only model."""
+        if self.meta is None:
+            return None
+        rows = [{}] * n if meta is None else ([meta] if isinstance(meta, dict) else list(meta))
+        if len(rows) != n:
+            raise PredictError(f"{self.source}: {len(rows)} metadata rows for {n} images; give one dict per image")
+        return self.meta.encode([r or {} for r in rows])
+
+    def predict(self, images, masks=None, tta: int = 1, meta=None) -> Prediction:
         """Probabilities and CAMs of image paths or uint8 RGB arrays (H,W,3) of any size, preprocessed as in
         training. `masks`: optional expert lesion masks (paths or arrays, one per image); else a path's
-        `<stem>_mask.png` beside it, else the generated mask."""
+        `<stem>_mask.png` beside it, else the generated mask. `meta` (metadata models): one dict of raw values
+        per image (see the module docstring); None: every value missing."""
         x, m, names = self._inputs(images, masks)                      # (N,S,S,3), (N,S,S)
+        encoded = self.encode_meta(meta, len(x))
         if tta not in self._runners:
             self._runners[tta] = BatchPredictor(self.model, with_cams=True, tta=tta)
         run = self._runners[tta]
         probs, cams = [], []
         for start in range(0, len(x), self.batch_size):
             batch = x[start:start + self.batch_size].astype(np.float32)
+            if encoded is not None:
+                batch = {"image": batch, "meta": encoded[start:start + self.batch_size]}
             p, c = run(pad_batch(batch, self.batch_size))
-            probs.append(p[:len(batch)])
-            cams.append(c[:len(batch)])
+            b = min(self.batch_size, len(x) - start)
+            probs.append(p[:b])
+            cams.append(c[:b])
         return Prediction(self.classes, names, self.calibrated(np.concatenate(probs)), np.concatenate(cams),
                           (m > 127).astype(np.uint8), np.asarray(x, np.uint8))

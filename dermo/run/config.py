@@ -56,6 +56,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     group_column: str | None = None       # CSV column of lesion/patient ids: no group on both sides
     allow_duplicates: bool = False        # accept exact duplicate images across train and val
+    meta_columns: str | None = None       # "age_approx,sex": CSV metadata columns fused into the classifier
+    meta_encoding: dict | None = None     # their encoding fitted on the train split (written by training)
     seed: int = 0
     out: str | None = None
     resume: bool = False
@@ -133,6 +135,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "train and val); with a split column, refuse groups on both sides")
     p.add_argument("--allow-duplicates", action="store_true",
                    help="accept validation images that are exact copies of training images")
+    p.add_argument("--meta-columns",
+                   help="comma-separated CSV columns of patient metadata (e.g. age_approx,sex[,site]) fed to the "
+                        "classifier beside the image features: numbers standardised, categories one-hot, each "
+                        "with a missing indicator; encoding fitted on the train split")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -184,7 +190,23 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         from dermo.data.datasets import group_column_needs_csv
 
         raise group_column_needs_csv(cfg.group_column, cfg.data)
+    names = meta_column_list(cfg.meta_columns)
+    if cfg.meta_columns is not None and (not names or len(set(names)) != len(names)):
+        raise ConfigError(f"--meta-columns {cfg.meta_columns!r}: give distinct CSV column names separated by "
+                          "commas, e.g. age_approx,sex")
+    if names and cfg.strategy == "multiworker":
+        raise ConfigError(f"--meta-columns {cfg.meta_columns}: metadata models train on one machine (--strategy "
+                          "auto or mirrored); the multi-worker input pipeline feeds images only")
+    if names and cfg.data and Path(cfg.data).is_dir():
+        from dermo.data.datasets import meta_needs_csv
+
+        raise meta_needs_csv(names, cfg.data)
     return cfg
+
+
+def meta_column_list(text: str | None) -> list[str]:
+    """--meta-columns "age_approx, sex" -> ["age_approx", "sex"] ([] when not given)."""
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

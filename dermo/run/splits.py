@@ -3,7 +3,9 @@
 Written by train.py when the run starts (beside resume_config.json, so interrupted runs have it too);
 read back by evaluate.py --run (the rows of --split) and ensemble.py (no member scored on its own training
 images). Columns: path (absolute, resolved), label (class name), split (train/val), mask (a given mask's
-path, empty when generated) and, with --group-column, group (empty: the image was its own group).
+path, empty when generated), with --group-column group (empty: the image was its own group) and, with
+--meta-columns, one column `meta:<name>` per metadata column holding its raw CSV text (empty: missing), so
+evaluation of the recorded split feeds the model the same metadata.
 
     write_split(run_dir, ds) / record_split(run_dir, ds, resume)   write it (a resume checks it instead)
     read_split(run_dir) -> DataFrame | None                         None for runs from before split.csv
@@ -23,14 +25,18 @@ from dermo.run.folder import RunError
 
 SPLIT_CSV = "split.csv"
 COLUMNS = ["path", "label", "split", "mask"]
+META_PREFIX = "meta:"
 
 
 def split_frame(ds: Dataset) -> pd.DataFrame:
     """One row per image of `ds`: train rows, then val rows, each in dataset order."""
+    samples = ds.train + ds.val
+    meta = [META_PREFIX + n for n, _ in next((s.meta for s in samples if s.meta), ())]
     rows = [{"path": s.path, "label": ds.classes[s.label], "split": name, "mask": s.mask or "",
-             "group": s.group or ""} for name in SPLITS for s in ds.split(name)]
-    grouped = any(s.group is not None for s in ds.train + ds.val)
-    return pd.DataFrame(rows, columns=COLUMNS + ["group"])[COLUMNS + (["group"] if grouped else [])]
+             "group": s.group or "", **{META_PREFIX + n: v or "" for n, v in (s.meta or ())}}
+            for name in SPLITS for s in ds.split(name)]
+    grouped = any(s.group is not None for s in samples)
+    return pd.DataFrame(rows, columns=COLUMNS + ["group"] + meta)[COLUMNS + (["group"] if grouped else []) + meta]
 
 
 def write_split(run_dir, ds: Dataset) -> Path:
@@ -86,8 +92,11 @@ def split_samples(run_dir, classes: list[str], split: str) -> list[Sample] | Non
     rows = df[df["split"] == split]
     groups = rows["group"] if "group" in rows.columns else [""] * len(rows)
     masks = rows["mask"] if "mask" in rows.columns else [""] * len(rows)
-    return [Sample(p, classes.index(lab), m or None, g or None)
-            for p, lab, m, g in zip(rows["path"], rows["label"], masks, groups)]
+    names = [c[len(META_PREFIX):] for c in rows.columns if c.startswith(META_PREFIX)]
+    metas = ([tuple((n, r[META_PREFIX + n].strip() or None) for n in names)
+              for r in rows.to_dict("records")] if names else [None] * len(rows))
+    return [Sample(p, classes.index(lab), m or None, g or None, meta)
+            for p, lab, m, g, meta in zip(rows["path"], rows["label"], masks, groups, metas)]
 
 
 def training_paths(run_dir) -> set[str] | None:

@@ -80,7 +80,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         for i in range(len(self.batches)):
             x, (y, _) = self.batches[i]
             # (b,K); [:b]: under a multi-worker strategy Keras may concatenate every worker's copy
-            probs.append(np.asarray(self._probs_model.predict_on_batch(x), np.float64)[:len(x)])
+            probs.append(np.asarray(self._probs_model.predict_on_batch(x), np.float64)[:len(y)])   # x: maybe a dict
             labels.append(np.asarray(y).argmax(1))
         m = classification_metrics(np.concatenate(labels), np.concatenate(probs), list(range(self.num_classes)))
         for key in self.KEYS:

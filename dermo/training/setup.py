@@ -69,10 +69,11 @@ def loss_config(cfg: TrainConfig, num_classes: int, class_weights=None) -> LossC
                       class_weights=tuple(class_weights) if class_weights is not None else None)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, class_weights=None) -> CAMModel:
-    """The CAMModel for `cfg` (not compiled); `class_weights` (K,) weight L_cls in training."""
+def build_model(cfg: TrainConfig, num_classes: int, class_weights=None, meta_width: int = 0) -> CAMModel:
+    """The CAMModel for `cfg` (not compiled); `class_weights` (K,) weight L_cls in training; meta_width > 0
+    adds the metadata input and branch (dermo.model.network)."""
     inputs, outputs = build_graph(cfg.backbone, num_classes, cfg.image_size, cfg.weights, cfg.dropout,
-                                  head=cfg.head, cam_stride=cfg.cam_stride)
+                                  head=cfg.head, cam_stride=cfg.cam_stride, meta_width=meta_width)
     model = CAMModel(inputs, outputs, loss_config(cfg, num_classes, class_weights), name="dermo_cam_model")
     momentum = cfg.bn_momentum or (SCRATCH_BN_MOMENTUM if cfg.weights == "none" else None)
     if momentum:

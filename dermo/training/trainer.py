@@ -12,6 +12,7 @@ import pandas as pd
 
 from dermo import __version__
 from dermo.data.datasets import Dataset, load_dataset
+from dermo.data.metadata import MetaEncoding, fit_encoding
 from dermo.data.duplicates import check_duplicates
 from dermo.errors import DermoError
 from dermo.model.backbones import check_image_size, check_weights, get_backbone
@@ -21,7 +22,7 @@ from dermo.model.network import inference_model, segmentation_model
 from dermo.pipeline.batches import LesionBatches
 from dermo.pipeline.prepare import prepare, settings_for
 from dermo.run import folder as runs
-from dermo.run.config import TrainConfig, check_config
+from dermo.run.config import TrainConfig, check_config, meta_column_list
 from dermo.run.splits import record_split
 from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm, ValidationMetrics
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
@@ -85,7 +86,7 @@ def prepare_run_dir(cfg: TrainConfig, worker: Worker = SINGLE) -> Path:
 
 def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list, list]:
     ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
-                      cfg.group_column)
+                      cfg.group_column, meta_column_list(cfg.meta_columns))
     duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
     record_split(run_dir or cfg.run_dir, ds, cfg.resume)           # split.csv, also for interrupted runs
     if duplicates:
@@ -104,6 +105,20 @@ def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list,
         raise TrainingError(f"{cfg.data}: no usable {'training' if not train_items else 'validation'} "
                             "images left")
     return ds, train_items, val_items
+
+
+def fit_meta(cfg: TrainConfig, ds: Dataset, train_items: list, log=print) -> MetaEncoding | None:
+    """The metadata encoding of --meta-columns fitted on the training images only (stored in
+    cfg.meta_encoding, hence config.json); None without --meta-columns."""
+    names = meta_column_list(cfg.meta_columns)
+    if not names:
+        return None
+    enc = fit_encoding(names, [dict(it.meta or ()) for it in train_items], source=ds.source)
+    cfg.meta_encoding = enc.to_dict()
+    missing = {n: sum(dict(it.meta or ()).get(n) is None for it in train_items) for n in names}
+    log(f"metadata: {', '.join(enc.feature_names())} ({enc.width} inputs, fitted on {len(train_items)} training "
+        "images; missing: " + ", ".join(f"{n} {k}" for n, k in missing.items()) + ")")
+    return enc
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -131,6 +146,7 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
     if not cfg.resume:
         runs.write_json(run_dir / runs.RESUME_CONFIG, _config_dict(cfg))
     ds, train_items, val_items = load_data(cfg, log, run_dir)
+    meta = fit_meta(cfg, ds, train_items, log)
     runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
     devices = backend_devices()
     for line in device_lines(devices):
@@ -144,19 +160,19 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
     if class_weights is not None:
         log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(ds.classes, class_weights)))
     with strategy.scope():
-        model = build_model(cfg, ds.num_classes, class_weights)
+        model = build_model(cfg, ds.num_classes, class_weights, meta.width if meta else 0)
         synchronise_batchnorm(model, strategy.num_replicas_in_sync)
         compile_model(model, cfg, jit)
         if cfg.strategy == "multiworker":
             keras_multiworker_fixes(model)
     train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
-                                  seed=cfg.seed, workers=cfg.workers)
+                                  seed=cfg.seed, workers=cfg.workers, meta=meta)
     val_batches = LesionBatches(val_items, ds.num_classes, cfg.image_size, cfg.batch_size,
-                                workers=cfg.workers)
+                                workers=cfg.workers, meta=meta)
     # un-augmented training images in a fixed shuffled order: centre init and BatchNorm re-estimation
     order = np.random.default_rng(cfg.seed).permutation(len(train_items))
     plain_batches = LesionBatches([train_items[i] for i in order], ds.num_classes, cfg.image_size,
-                                  cfg.batch_size)
+                                  cfg.batch_size, meta=meta)
     state = read_resume_state(cfg.run_dir) if cfg.resume else None      # the chief's folder, on every worker
     if state is None:
         model.set_centers(initial_centers(model, plain_batches))
@@ -190,8 +206,9 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
 
 def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
     """What a saved classifier needs to be used correctly (dermo.run.contract): classes, input size and the
-    preprocessing of its training images."""
-    return {"classes": list(classes), "task": cfg.task, "image_size": cfg.image_size,
+    preprocessing of its training images; with metadata also its encoding ("meta", dermo.data.metadata)."""
+    meta = {"meta": cfg.meta_encoding} if cfg.meta_encoding else {}
+    return {**meta, "classes": list(classes), "task": cfg.task, "image_size": cfg.image_size,
             "preprocessing": {"hair": cfg.hair_removal, "color": cfg.color_constancy,
                               "p": settings_for(cfg.image_size).p,
                               "cache_size": settings_for(cfg.image_size).size},

@@ -45,9 +45,9 @@ class Viewer:
             raise TooLarge(f"{upload_name(name)}: upload too large ({size / MB:.1f} MB; the limit is "
                            f"{self.max_upload / MB:g} MB, set by --max-upload-mb)")
 
-    def _view(self, name: str, image, source) -> dict:
+    def _view(self, name: str, image, source, meta: dict | None = None) -> dict:
         start = time.perf_counter()
-        probs, preds = self.members.predict(source)
+        probs, preds = self.members.predict(source, meta)
         view = image_view(name, image, self.members.classes, probs, list(zip(self.members.names, preds)))
         view["seconds"] = round(time.perf_counter() - start, 3)
         return view
@@ -69,11 +69,11 @@ class Viewer:
 
     def eval_row(self, index: int) -> dict:
         """Row `index` of predictions.csv, predicted from its image path as evaluate.py did (with the mask
-        beside it, if any)."""
+        beside it, if any, and the metadata the members' runs recorded for it: uploads have none)."""
         path, label = self._evaluation().row(index)
         if not path.is_file():
             raise NotFound(f"row {index}: {path} is not there any more (moved or deleted)")
-        view = self._view(path.name, read_image(path), str(path))
+        view = self._view(path.name, read_image(path), str(path), self.members.meta_of(path))
         view.update(row=index, label=label)
         return view
 

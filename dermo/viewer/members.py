@@ -20,6 +20,7 @@ from dermo import metrics
 from dermo.evaluation.sources import Source, predictor_for, resolve_source
 from dermo.experiments.cv import fold_runs, is_cv_folder
 from dermo.run.folder import CONFIG
+from dermo.run.splits import META_PREFIX, read_split
 from dermo.viewer.problems import ViewerError
 
 
@@ -85,9 +86,25 @@ class Members:
         next ones."""
         self.predict(np.full((64, 64, 3), 128, np.uint8))
 
-    def predict(self, image) -> tuple[np.ndarray, list]:
-        """A path or uint8 RGB array -> (soft-voted probabilities (K,), each member's Prediction)."""
+    def meta_of(self, path) -> dict:
+        """The raw metadata of an image the members' runs recorded (split.csv meta:<name> columns), {} if none."""
+        values = {}
+        if all(p.meta is None for p in self.predictors):
+            return values
+        for folder in self.run_folders.values():
+            df = read_split(folder)
+            if df is None or not any(c.startswith(META_PREFIX) for c in df.columns):
+                continue
+            rows = df[df["path"] == str(Path(path).resolve())]
+            for c in (c for c in df.columns if c.startswith(META_PREFIX) and len(rows)):
+                values.setdefault(c[len(META_PREFIX):], rows[c].iloc[0] or None)
+        return values
+
+    def predict(self, image, meta: dict | None = None) -> tuple[np.ndarray, list]:
+        """A path or uint8 RGB array -> (soft-voted probabilities (K,), each member's Prediction); `meta`: the
+        image's raw metadata for members trained with --meta-columns (None: all missing)."""
         with self._lock:
-            preds = [p.predict(image) for p in self.predictors]
+            preds = [p.predict(image, meta=meta) if p.meta is not None else p.predict(image)
+                     for p in self.predictors]
         probs = metrics.soft_vote([p.probs for p in preds], self.weights)[0]
         return probs, preds
