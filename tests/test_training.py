@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import train
+from conftest import HISTORY_COLUMNS, RUN_FILES
 from dermo.data.synthetic import write_dataset
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig
@@ -57,6 +58,8 @@ def val_arrays(run_a, data64):
 
 
 def test_run_folder_has_every_file(run_a):
+    assert {p.name for p in run_a.iterdir()} == RUN_FILES
+    assert list(pd.read_csv(run_a / "history.csv").columns) == HISTORY_COLUMNS
     for name in ("config.json", "classes.json", "model.keras", "model.h5", "history.csv", "curves.png"):
         assert (run_a / name).stat().st_size > 0, name
     assert json.loads((run_a / "classes.json").read_text())["classes"] == ["nevus", "others"]
