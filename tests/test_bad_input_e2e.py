@@ -40,7 +40,8 @@ BROKEN = {"clip.png": "truncated image file", "cut.jpg": "truncated image file",
 CSV_ONLY = {"gone.jpg": "listed in manifest.csv but not found",
             "gone_mask.png": "mask listed in manifest.csv but not found"}
 ACCEPTED = ("grey.png", "rgba.png", "deep.png", "nomask.jpg", "lostmask.jpg")
-EVAL_FILES = ["cams.png", "confusion_matrix.png", "metrics.json", "predictions.csv", "report.txt", "roc.png"]
+EVAL_FILES = ["cams.png", "confusion_matrix.png", "focus.png", "metrics.json", "predictions.csv", "reliability.png",
+              "report.txt", "roc.png"]
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -243,7 +244,7 @@ def test_ensemble_error_then_skip(bad, model_files, tmp_path, capsys):
     m = json.loads((tmp_path / "ens" / "metrics.json").read_text())
     assert m["n_dropped"] == 2
     assert_skipped(m["skipped"], want)
-    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == sorted(set(EVAL_FILES) - {"cams.png"})
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == sorted(set(EVAL_FILES) - {"cams.png", "focus.png"})   # no CAMs in an ensemble
 
 
 # ---------------------------------------------------------------- model files that must not be loaded

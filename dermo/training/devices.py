@@ -27,6 +27,8 @@ def backend_devices() -> list[str]:
     """The devices the current Keras backend will place the model on."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
+        if not gpu_driver_present():
+            return ["CPU:0"]         # asking TensorFlow would only log a cuInit error line
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
@@ -43,6 +45,11 @@ def backend_devices() -> list[str]:
         return [f"{d.platform.upper()}:{d.id}" + (f" ({d.device_kind})" if d.platform != "cpu" else "")
                 for d in jax.devices()]
     return ["CPU:0"]
+
+
+def gpu_driver_present() -> bool:
+    """An NVIDIA or ROCm kernel driver is loaded: only then can a backend find a GPU."""
+    return bool(nvidia_gpus()) or Path("/dev/kfd").exists()
 
 
 def uses_gpu(devices: list[str]) -> bool:

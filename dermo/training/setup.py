@@ -14,6 +14,7 @@ from dermo.model.names import GAP_LAYER
 from dermo.model.network import build_graph, set_bn_momentum
 from dermo.pipeline.batches import LesionBatches
 from dermo.run.config import TrainConfig
+from dermo.training.devices import gpu_driver_present
 
 SCRATCH_BN_MOMENTUM = 0.9
 
@@ -47,7 +48,7 @@ def make_strategy(name: str):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
+    if gpu_driver_present() and len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
