@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import threading
 import urllib.request
 from pathlib import Path
@@ -88,7 +89,16 @@ def command(tiny_run, eval_copy):
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_line: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: first_line.put(proc.stdout.readline()), daemon=True).start()
+
+    def read_stdout():
+        first_line.put(proc.stdout.readline())
+        for _ in proc.stdout:                                # and drain the rest
+            pass
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    # drain stderr all along (progress bars of row predictions): a full pipe would block the viewer's writes
+    proc.stderr_lines = []
+    threading.Thread(target=lambda: proc.stderr_lines.extend(proc.stderr), daemon=True).start()
     yield proc, first_line
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -109,7 +119,7 @@ def url(command, predictor):
     """The command's address, once it serves."""
     proc, first_line = command
     line = first_line.get(timeout=180)
-    assert "open http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    assert "open http://127.0.0.1:" in line, (line, "".join(proc.stderr_lines))
     return line.split("open ")[1].split()[0]
 
 
@@ -368,4 +378,5 @@ def test_ctrl_c_stops_the_command(url, command):
     assert request(url, "/api/info")[0] == 200
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
-    assert proc.stderr.read().strip().endswith("dermo.viewer: stopped")
+    time.sleep(0.5)                                      # the drain thread reads the last line
+    assert "".join(proc.stderr_lines).strip().endswith("dermo.viewer: stopped")
