@@ -86,8 +86,11 @@ def command(tiny_run, eval_copy):
     own Predictor loads meanwhile); stopped when the module ends."""
     argv = [sys.executable, "-m", "dermo.viewer", "--run", str(tiny_run), "--eval", str(eval_copy), "--port", "0",
             "--max-upload-mb", str(LIMIT / MB), "--stop-after", "600"]
+    # SIGINT at its default in the child: a library in this test process may have set it to "ignore", which a
+    # child inherits, and Python then installs no KeyboardInterrupt handler (Ctrl-C would do nothing)
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first_line: queue.Queue = queue.Queue()
 
     def read_stdout():
