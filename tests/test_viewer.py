@@ -80,17 +80,22 @@ def eval_copy(tiny_eval, tmp_path_factory):
     return d
 
 
+def _sigint_as_a_shell():
+    """In the child before exec: SIGINT unblocked and at its default, as a shell starts a command. The test process
+    may carry another state (multiprocessing's resource tracker blocks SIGINT while it starts, from whichever
+    thread starts it; a blocked or ignored SIGINT is inherited, and Ctrl-C then does nothing)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def command(tiny_run, eval_copy):
     """`python -m dermo.viewer --run tiny_run --eval <copy> --port 0 --max-upload-mb 1` starting (the tests'
     own Predictor loads meanwhile); stopped when the module ends."""
     argv = [sys.executable, "-m", "dermo.viewer", "--run", str(tiny_run), "--eval", str(eval_copy), "--port", "0",
             "--max-upload-mb", str(LIMIT / MB), "--stop-after", "600"]
-    # SIGINT at its default in the child: a library in this test process may have set it to "ignore", which a
-    # child inherits, and Python then installs no KeyboardInterrupt handler (Ctrl-C would do nothing)
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_a_shell)
     first_line: queue.Queue = queue.Queue()
 
     def read_stdout():
