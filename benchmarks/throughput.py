@@ -49,17 +49,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_data(n: int, size: int, k: int = 2):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
-    y = np.eye(k, dtype="float32")[np.arange(n) % k]
-    m = np.zeros((n, size, size, 1), "float32")
-    m[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
-    return x, y, m
-
-
 def build(variant: str, args, precision: str, jit: bool):
     import keras
 
@@ -126,6 +115,8 @@ def main(argv=None) -> int:
         print(line)
     print(f"keras {keras.__version__} ({keras.backend.backend()}), EfficientNet{args.backbone}, {args.size} px, "
           f"batch {args.batch}, {args.steps} timed steps per variant; {os.cpu_count()} CPU cores", flush=True)
+    from train_step import make_data                     # the synthetic batch train_step.py times
+
     data = make_data(args.batch * min(args.steps, 8), args.size)
     rows = []                                               # (precision, jit, variant, img/s)
     for precision in precisions:
