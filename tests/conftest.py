@@ -1,8 +1,11 @@
 """Shared fixtures: repo root on sys.path, quiet TF, a per-session preprocessing cache, tiny datasets."""
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -182,3 +185,16 @@ def write_notop_weights(path, layout: str, backbone: str = "B0"):
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     return path
+
+
+def kill_after_first_epoch(procs, run_dir: Path, timeout: float = 600) -> None:
+    """SIGKILL the training process(es) once run_dir's checkpoint says epoch 1 is done (a crash mid-run)."""
+    state = Path(run_dir) / "backup" / "state.json"
+    deadline = time.time() + timeout
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert all(p.poll() is None for p in procs) and time.time() < deadline, "training ended early"
+        time.sleep(0.1)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    for p in procs:
+        p.wait()

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 RHO, EPSILON, LR = 0.9, 1e-7, 1.0
@@ -233,13 +232,7 @@ def test_killed_jax_run_resumes_to_the_same_history(jax_run, jax_data, tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", NO_TF + TRAIN.format(root=str(ROOT), argv=_train_args(jax_data, out))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
                             env={**os.environ, "KERAS_BACKEND": "jax"})
-    state = out / "backup" / "state.json"
-    deadline = time.time() + 600
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert proc.poll() is None and time.time() < deadline, "training subprocess ended early"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_epoch([proc], out)
     resumed = _run(NO_TF + TRAIN.format(root=str(ROOT), argv=["--resume", "--out", str(out)]), "jax")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = pd.read_csv(jax_run[0] / "history.csv"), pd.read_csv(out / "history.csv")

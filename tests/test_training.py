@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 
 import train
-from conftest import HISTORY_COLUMNS, RUN_FILES
+from conftest import HISTORY_COLUMNS, RUN_FILES, kill_after_first_epoch
 from dermo.data.synthetic import write_dataset
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig
@@ -108,13 +106,7 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data64, out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    state = out / runs.BACKUP_DIR / "state.json"
-    deadline = time.time() + 600
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert proc.poll() is None and time.time() < deadline, "training subprocess ended early"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_epoch([proc], out)
     assert not (out / "model.keras").exists()
     assert train.main(["--resume", "--out", str(out)]) == 0
     a = pd.read_csv(run_a / "history.csv")
