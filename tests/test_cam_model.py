@@ -134,17 +134,19 @@ def test_outside_term_is_tracked_and_trains_backbone_and_stride16_branch(model16
         assert norm(g[next(k for k in g if k.startswith(part) or f"/{part}" in k)]) > 0, part
 
 
-def test_occlusion_form_runs_the_lesion_only_images_in_the_same_pass():
-    from dermo.losses import occlude_outside
+@pytest.mark.parametrize("form", ["logit", "swap"])
+def test_occlusion_form_runs_the_lesion_only_images_in_the_same_pass(form):
+    from dermo.losses import occlude_outside, swap_outside
 
+    occlude = swap_outside if form == "swap" else occlude_outside
     keras.utils.set_random_seed(2)
     inputs, outputs = build_graph("B0", 2, SIZE, "none")
-    m = CAMModel(inputs, outputs, LossConfig(lambda_outside=1.0, outside_form="logit"))
+    m = CAMModel(inputs, outputs, LossConfig(lambda_outside=1.0, outside_form=form))
     x, y, mask = batch(seed=4)
     out = m.forward(x, mask, training=False)        # inference mode: each half as if alone
     np.testing.assert_allclose(np.asarray(out["logits"]), np.asarray(m(x)["logits"]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(out["lesion_logits"]),
-                               np.asarray(m(occlude_outside(x, mask))["logits"]), atol=1e-5)
+                               np.asarray(m(occlude(x, mask))["logits"]), atol=1e-5)
     assert out["features"].shape[0] == len(x)
     with tf.GradientTape() as tape:
         term = m.loss_terms(y, mask, m.forward(x, mask, training=True), training=True)["outside_loss"]

@@ -6,8 +6,8 @@ import tensorflow as tf
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, center_sums, cskl_loss, focal_loss, kl_penalty,
-                          mask_loss, occlude_outside, outside_logit_loss, outside_loss, resize_masks,
-                          updated_centers)
+                          mask_loss, occlude_outside, outside_logit_loss, outside_loss, outside_swap_loss,
+                          resize_masks, swap_outside, updated_centers)
 from dermo.model.cam import class_activation_maps
 
 
@@ -357,6 +357,40 @@ def test_outside_logit_loss_hand_values():
     assert float(npv(outside_logit_loss(logits, logits + 3.0, masks))) == 0.0
     val, g = grad_of(lambda v: outside_logit_loss(v, occluded, masks), logits)
     np.testing.assert_allclose(g, [[0.25, -0.25], [0, 0], [0, 0]], atol=1e-6)   # d/dz of Σ_i mean_k Δ²/2
+
+
+def test_swap_outside_takes_the_next_images_outside_with_its_lesion_greyed():
+    x = np.arange(3 * 2 * 2 * 3, dtype=np.float32).reshape(3, 2, 2, 3)
+    m = np.zeros((3, 2, 2), np.float32)
+    m[0, 0, 0] = 1                                      # lesion of image 0: top left
+    m[1, 1, 1] = 1                                      # lesion of image 1: bottom right; image 2: empty mask
+    got = npv(swap_outside(x, m))
+    want = np.empty_like(x)
+    want[0] = x[1]
+    want[0, 0, 0] = x[0, 0, 0]
+    want[0, 1, 1] = 127.5                               # image 1's lesion, in image 0's outside: grey
+    want[1] = x[2]                                      # image 2 has no lesion: its whole outside
+    want[1, 1, 1] = x[1, 1, 1]
+    want[2] = x[0]                                      # image 2 (empty mask) gets image 0's outside, wraps
+    want[2, 0, 0] = 127.5
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(npv(swap_outside(x[:1], np.ones((1, 2, 2), np.float32))), x[:1])
+
+
+def test_outside_swap_loss_hand_values():
+    masks = np.zeros((3, 4, 4, 1), np.float32)
+    masks[:2, 1:3, 1:3] = 1                             # image 2: empty mask, left out
+    y = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    logits = np.array([[1.0, 0.0], [0.0, 0.0], [9.0, -9.0]], np.float32)
+    swapped = np.array([[0.0, 0.0], [0.0, 0.0], [-9.0, 9.0]], np.float32)
+    # L_cls of the swapped images: log 2 each (image 2 left out); Δ²: image 0 0.25, image 1 0 -> mean 0.125
+    assert float(npv(outside_swap_loss(y, logits, swapped, masks))) == pytest.approx(np.log(2) + 0.125, rel=1e-6)
+    focal = float(npv(outside_swap_loss(y, logits, swapped, masks, classification="focal", gamma=2.0)))
+    assert focal == pytest.approx(0.25 * np.log(2) + 0.125, rel=1e-6)
+    empty = np.zeros_like(masks)
+    assert float(npv(outside_swap_loss(y, logits, swapped, empty))) == 0.0
+    val, g = grad_of(lambda v: outside_swap_loss(y, logits, v, masks), swapped)
+    assert np.all(np.isfinite(g)) and np.all(g[2] == 0)
 
 
 # ---------------------------------------------------------------- gradients, extreme values

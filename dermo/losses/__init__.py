@@ -7,7 +7,7 @@ from dermo.losses.center import center_loss, center_sums, updated_centers
 from dermo.losses.classification import categorical_ce, focal_loss
 from dermo.losses.cskl import cam_log_distributions, cskl_loss, kl_penalty
 from dermo.losses.lesion_focus import mask_loss, resize_masks
-from dermo.losses.occlusion import occlude_outside, outside_logit_loss
+from dermo.losses.occlusion import occlude_outside, outside_logit_loss, outside_swap_loss, swap_outside
 from dermo.losses.outside import class_evidence, outside_loss
 from dermo.losses.segmentation import dice_bce_loss, soft_dice
 
@@ -25,7 +25,9 @@ __all__ = [
     "occlude_outside",
     "outside_logit_loss",
     "outside_loss",
+    "outside_swap_loss",
     "resize_masks",
     "soft_dice",
+    "swap_outside",
     "updated_centers",
 ]

@@ -66,7 +66,8 @@ class CAMModel(keras.Model):
         statistics; every other output is x's half."""
         if not self.loss_config.needs_occluded:
             return self(x, training=training)
-        return split_occluded(self(with_occluded(x, masks), training=training), ops.shape(masks)[0])
+        return split_occluded(self(with_occluded(x, masks, self.loss_config.outside_form), training=training),
+                              ops.shape(masks)[0])
 
     def _update_trackers(self, terms, y, probs, weight=None):
         # weighted by the batch size: epoch values are means over images, also with a partial last batch

@@ -48,7 +48,8 @@ def _forward(model, trainable, non_trainable, x, y, masks, training: bool):
     """-> (loss, (terms, outputs, non_trainable after the call)); differentiable w.r.t. `trainable`."""
     pos = _positions(model)
     if model.loss_config.needs_occluded:            # as CAMModel.forward: one pass over [x, x̃]
-        both, non_trainable = model.stateless_call(trainable, non_trainable, with_occluded(x, masks),
+        both, non_trainable = model.stateless_call(trainable, non_trainable,
+                                                   with_occluded(x, masks, model.loss_config.outside_form),
                                                    training=training)
         out = split_occluded(both, ops.shape(masks)[0])
     else:

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, cskl_loss, dice_bce_loss, focal_loss, mask_loss,
-                          occlude_outside, outside_logit_loss, outside_loss, soft_dice)
+                          occlude_outside, outside_logit_loss, outside_loss, outside_swap_loss, soft_dice,
+                          swap_outside)
 from dermo.model.cam import class_activation_maps
 from dermo.model.names import INPUT_NAME
 
+OCCLUSION_FORMS = ("logit", "swap")   # L_outside forms that run the network on a second, occluded image x̃
 TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss")
 
 
@@ -36,12 +38,13 @@ class LossConfig:
     class_weights: tuple[float, ...] | None = None   # per-class weights of L_cls in training (None: all 1)
     lambda_outside: float = 0.0       # λ4: class evidence outside the lesion (0: off, the deck's loss)
     outside_form: str = "logit"       # "logit": logit change when the outside is occluded (out["lesion_logits"]);
+                                      # "swap": L_cls and logit change with another image's outside;
                                       # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k)
 
     @property
     def needs_occluded(self) -> bool:
         """The train/test step must also run the lesion-only images (out["lesion_logits"])."""
-        return bool(self.lambda_outside) and self.outside_form == "logit"
+        return bool(self.lambda_outside) and self.outside_form in OCCLUSION_FORMS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +85,9 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
         terms["outside_loss"] = zero
     elif cfg.outside_form == "logit":
         terms["outside_loss"] = outside_logit_loss(out["logits"], out["lesion_logits"], masks)
+    elif cfg.outside_form == "swap":
+        terms["outside_loss"] = outside_swap_loss(y, out["logits"], out["lesion_logits"], masks,
+                                                  cfg.classification, cfg.focal_gamma)
     else:
         terms["outside_loss"] = outside_loss(cams, masks, cfg.outside_form)
     terms["loss"] = (terms["cls_loss"] + cfg.lambda_center * terms["center_loss"]
@@ -95,14 +101,16 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
     return terms
 
 
-def with_occluded(x, masks):
-    """[x, x̃] as one batch (2B,S,S,3): x̃ = x occluded outside the lesion (dermo.losses.occlude_outside), for the
-    occlusion form of L_outside; one pass over both lets the halves share BatchNorm's batch statistics.
+def with_occluded(x, masks, form="logit"):
+    """[x, x̃] as one batch (2B,S,S,3): x̃ = x with the outside of the lesion replaced, for the occlusion forms of
+    L_outside — by grey ("logit", dermo.losses.occlude_outside) or by the next image's outside ("swap",
+    dermo.losses.swap_outside); one pass over both lets the halves share BatchNorm's batch statistics.
     A dict input {"image", other inputs} occludes the image and repeats the other inputs."""
     if isinstance(x, dict):
-        return {k: with_occluded(v, masks) if k == INPUT_NAME else ops.concatenate([v, v], axis=0)
+        return {k: with_occluded(v, masks, form) if k == INPUT_NAME else ops.concatenate([v, v], axis=0)
                 for k, v in x.items()}
-    return ops.concatenate([ops.cast(x, "float32"), occlude_outside(x, masks)], axis=0)
+    occlude = swap_outside if form == "swap" else occlude_outside
+    return ops.concatenate([ops.cast(x, "float32"), occlude(x, masks)], axis=0)
 
 
 def split_occluded(both: dict, b) -> dict:

@@ -45,7 +45,7 @@ def feature_model(model, layer: str | None = None) -> keras.Model:
     if len(features.shape) != 4:
         raise ValueError(f"layer '{GAP_LAYER}' input must be a (B,h,w,C) feature map, "
                          f"got shape {features.shape}")
-    return keras.Model(model.inputs, [features, model.outputs[0]], name="cam_features")
+    return keras.Model(model.input, [features, model.outputs[0]], name="cam_features")
 
 
 def classifier_weights(model) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from dermo.errors import DermoError
 
 CLASS_WEIGHTS = ("none", "balanced")
 CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last map, or a stride-16 one
-OUTSIDE_FORMS = ("contrast", "positive", "logit")  # CAM shares (dermo.losses.outside), occlusion
+OUTSIDE_FORMS = ("contrast", "positive", "logit", "swap")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
 JIT_CHOICES = ("auto", "on", "off")
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc")
@@ -103,7 +103,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--outside-form", choices=OUTSIDE_FORMS, default=d.outside_form,
                    help="what the outside term counts: CAM evidence outside the mask, |CAM_k − mean CAM| "
                         "(contrast) or relu(CAM_k) (positive), or the logit change when the outside is occluded "
-                        "(logit; a second forward pass per step)")
+                        "(logit), or the loss and logit change with the outside of another image of the batch "
+                        "(swap); logit and swap run a second forward pass per step")
     p.add_argument("--cam-stride", type=int, choices=CAM_STRIDES, default=d.cam_stride,
                    help="16: compute the CAMs (and the CAM losses) on a stride-16 feature map")
     p.add_argument("--cskl", choices=["penalized", "original", "off"], default=d.cskl)

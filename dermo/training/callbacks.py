@@ -75,7 +75,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         if logs is None or "val_loss" not in logs:
             return
         if self._probs_model is None:
-            self._probs_model = keras.Model(self.model.inputs, self.model.get_layer(PROBS_LAYER).output)
+            self._probs_model = keras.Model(self.model.input, self.model.get_layer(PROBS_LAYER).output)
         probs, labels = [], []
         for i in range(len(self.batches)):
             x, (y, _) = self.batches[i]

@@ -97,7 +97,7 @@ def precision_policy() -> str:
 
 def initial_centers(model: CAMModel, batches: LesionBatches) -> np.ndarray:
     """Class means of the pooled features over the training set (inference mode) -> (K, C)."""
-    pooled_model = keras.Model(model.inputs, model.get_layer(GAP_LAYER).output)
+    pooled_model = keras.Model(model.input, model.get_layer(GAP_LAYER).output)
     sums = np.zeros(tuple(model.centers.shape), "float64")
     counts = np.zeros(model.num_classes)
     for i in range(len(batches)):
