@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HISTORY_COLUMNS, RUN_FILES
+from conftest import HISTORY_COLUMNS, RUN_FILES, kill_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -169,13 +167,7 @@ def test_resume_after_a_worker_is_killed(runs):
     out = folder / "killed"
     argv = train_args(data, out, "--strategy", "multiworker")
     procs = start_cluster(argv, out, folder, "killed")
-    state = out / "backup" / "state.json"
-    deadline = time.time() + 600
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert all(p.poll() is None for p in procs) and time.time() < deadline, "a worker ended early"
-        time.sleep(0.2)
-    procs[1].send_signal(signal.SIGKILL)               # a worker dies; the job is then restarted as a whole
-    procs[0].send_signal(signal.SIGKILL)
+    kill_after_first_epoch([procs[1], procs[0]], out)   # a worker dies; the job is then restarted as a whole
     for p in procs:
         p.communicate()
     assert not (out / "model.keras").exists()

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import threading
 import urllib.request
 from pathlib import Path
@@ -106,7 +105,8 @@ def command(tiny_run, eval_copy):
     threading.Thread(target=read_stdout, daemon=True).start()
     # drain stderr all along (progress bars of row predictions): a full pipe would block the viewer's writes
     proc.stderr_lines = []
-    threading.Thread(target=lambda: proc.stderr_lines.extend(proc.stderr), daemon=True).start()
+    proc.stderr_drain = threading.Thread(target=lambda: proc.stderr_lines.extend(proc.stderr), daemon=True)
+    proc.stderr_drain.start()
     yield proc, first_line
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -386,5 +386,5 @@ def test_ctrl_c_stops_the_command(url, command):
     assert request(url, "/api/info")[0] == 200
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
-    time.sleep(0.5)                                      # the drain thread reads the last line
+    proc.stderr_drain.join(timeout=20)                   # it ends at the pipe's end, after the last line
     assert "".join(proc.stderr_lines).strip().endswith("dermo.viewer: stopped")

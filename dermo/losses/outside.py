@@ -21,6 +21,7 @@ attend to).
 from keras import ops
 
 from dermo.losses.lesion_focus import resize_masks
+from dermo.losses.occlusion import lesion_valid
 
 FORMS = ("contrast", "positive")
 
@@ -54,5 +55,5 @@ def outside_loss(cams, masks, form="contrast", eps=1e-6, min_lesion=1e-6):
     m = resize_masks(masks, (h, w))                                         # (B,h,w)
     outside = ops.sum(evidence * (1.0 - m)[..., None], axis=(1, 2))         # (B,K)
     share = outside / (ops.sum(evidence, axis=(1, 2)) + eps)                # (B,K)
-    valid = ops.cast(ops.mean(m, axis=(1, 2)) > min_lesion, "float32")     # (B,)
+    valid = lesion_valid(m, min_lesion)                                     # (B,)
     return ops.sum(ops.mean(share, axis=1) * valid) / ops.maximum(ops.sum(valid), 1.0)
