@@ -159,25 +159,28 @@ def fake_run(folder, model, data, task, classes):
     return folder
 
 
-def write_notop_weights(path, layout: str, backbone: str = "B0"):
+def write_notop_weights(path, layout: str, backbone: str = "B0", normalization=None):
     """A no-top EfficientNet weights .h5 in a real file layout with random values (no download needed):
-    "keras"        keras.applications' imagenet file (Keras-2 h5 weights layout, ImageNet mean and std² in
-                   the input Normalization layer, exactly as the download stores them);
+    "keras"        keras.applications' imagenet file (Keras-2 h5 weights layout). The download stores the
+                   ImageNet mean and, as the Normalization *variance*, the ImageNet std (not std²): the comment
+                   in keras/src/applications/efficientnet.py ("Build stem") and TensorFlow issue #49930, which
+                   is why Keras adds Rescaling(1/sqrt(std)) after that layer for weights="imagenet".
+                   `normalization=(mean, variance)` stores other values (a file saved from another model);
     "efficientnet" the `efficientnet` package's files (e.g. its noisy-student download)."""
     import h5py
     import keras
     import numpy as np
     from keras.src.legacy.saving import legacy_h5_format
 
-    from dermo.model.backbones import IMAGENET_MEAN, IMAGENET_STD, normalization_layer
+    from dermo.model.backbones import normalization_layer
 
     keras.utils.set_random_seed(1)
     if layout == "keras":
         model = getattr(keras.applications, f"EfficientNet{backbone}")(include_top=False, weights=None,
                                                                         input_shape=(64, 64, 3))
+        mean, variance = normalization or ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # as the download
         norm = normalization_layer(model)
-        norm.set_weights([np.asarray(IMAGENET_MEAN, "float32"), np.asarray(IMAGENET_STD, "float32") ** 2]
-                         + norm.get_weights()[2:])
+        norm.set_weights([np.asarray(mean, "float32"), np.asarray(variance, "float32")] + norm.get_weights()[2:])
     else:
         import efficientnet.tfkeras as efn
 

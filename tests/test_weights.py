@@ -1,8 +1,9 @@
 """Every --weights kind: the model that trains is the model that is saved, reloaded and evaluated.
 
 Pretrained files cannot be downloaded here, so they are generated in their real layouts with random values
-(conftest.write_notop_weights): Keras' imagenet no-top .h5 (mean and std² in the Normalization layer) and the
-`efficientnet` package's (noisy-student). For each: the normalised input equals the recipe of those weights,
+(conftest.write_notop_weights): Keras' imagenet no-top .h5 (mean and std in the Normalization layer, as the
+download stores them) and the `efficientnet` package's (noisy-student). For each: the normalised input equals the
+recipe of those weights (test_weights_parity.py compares whole backbones with the reference libraries' own models),
 in memory and after reloading; a short training's in-memory model, best.weights.h5, model.keras and model.h5
 give the same probabilities; evaluate.py --run reproduces history.csv's best epoch; --resume after an
 interruption gives the same agreement.
@@ -32,7 +33,7 @@ from dermo.training.setup import build_model
 SIZE = 64
 MEAN, STD = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
 RECIPES = {  # x (0..255) -> the input each weights file was trained with
-    "keras": lambda x: (x / 255 - MEAN) / (STD * np.sqrt(STD)),      # Keras: (x/255 − mean)/std/√std
+    "keras": lambda x: (x / 255 - MEAN) / STD,                        # Keras' imagenet model (TF #49930)
     "efficientnet": lambda x: (x / 255 - MEAN) / STD,                 # its preprocess_input (torch mode)
     "none": lambda x: x / 255,
 }

@@ -103,7 +103,7 @@ def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.M
     kind = check_weights(weights)
     base = spec.keras_constructor(include_top=False, weights=None, input_tensor=inputs)
     if kind == "imagenet":
-        load_backbone_file(spec, base, download_imagenet(spec))
+        load_backbone_file(spec, base, download_imagenet(spec), imagenet=True)
     elif kind == "noisy-student":
         _load_noisy_student(spec, base)
     elif kind == "file":
@@ -142,13 +142,20 @@ def set_torch_normalisation(base: keras.Model) -> None:
     set_normalization(base, IMAGENET_MEAN, np.asarray(IMAGENET_STD) ** 2)
 
 
-def _fold_keras_imagenet_scale(base: keras.Model) -> None:
-    """Keras' imagenet files store variance = std**2 and expect an extra x / sqrt(std) afterwards
-    (keras.applications adds a Rescaling layer for that); fold it into the variance: var * std, giving
-    (x/255 − mean) / (std·sqrt(std))."""
+def _fold_keras_imagenet_scale(base: keras.Model, always: bool) -> bool:
+    """Keras' imagenet no-top files store the ImageNet *std* as the Normalization variance, and
+    keras.applications follows that layer with Rescaling(1/sqrt(std)) when weights="imagenet", so its network
+    sees (x/255 − mean)/std (TensorFlow issue #49930; keras/src/applications/efficientnet.py, "Build stem").
+    dermo's graph has no extra layer (one topology for every weights kind): the factor is folded into the
+    variance instead, var·std = std². `always` for the imagenet download (Keras rescales whatever the file
+    holds); for a local FILE only when its variance is the download's std, so a file saved from another
+    Keras EfficientNet normalises exactly as keras.applications(weights=FILE) would. Returns whether it
+    folded."""
     mean, var = normalization_layer(base).get_weights()[:2]
-    if np.allclose(var, np.asarray(IMAGENET_STD) ** 2, rtol=1e-3):
-        set_normalization(base, mean, var * np.asarray(IMAGENET_STD, "float32"))
+    if not (always or np.allclose(var, IMAGENET_STD, rtol=1e-3)):
+        return False
+    set_normalization(base, mean, var * np.asarray(IMAGENET_STD, "float32"))
+    return True
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
@@ -189,16 +196,16 @@ def _load_noisy_student(spec: BackboneSpec, base: keras.Model) -> None:
     set_torch_normalisation(base)
 
 
-def load_backbone_file(spec: BackboneSpec, base: keras.Model, path) -> str:
+def load_backbone_file(spec: BackboneSpec, base: keras.Model, path, imagenet: bool = False) -> str:
     """A local no-top EfficientNet weights file, Keras' layout first, then the efficientnet package's;
-    returns the layout found ("keras" or "efficientnet")."""
+    returns the layout found ("keras" or "efficientnet"). `imagenet`: the file is Keras' imagenet download."""
     path = str(path)
     try:
         base.load_weights(path, skip_mismatch=False)
     except Exception:  # noqa: BLE001 - try the efficientnet package's layout next
         pass
     else:
-        _fold_keras_imagenet_scale(base)
+        _fold_keras_imagenet_scale(base, always=imagenet)
         return "keras"
     try:
         src = _efn_model(spec, None, tuple(base.inputs[0].shape[1:]))
