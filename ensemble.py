@@ -8,8 +8,10 @@
 Each member is a run folder (its classes.json), a model file inside a run folder (that run's), or a bare
 model file (its class names come from --task; auto: from the data). Members must agree on the class list.
 Without --data the members' runs must share their data: the ensemble scores the first run's recorded
---split rows (split.csv). Images any member trained on (the runs' split.csv train rows) are refused unless
---split train; members trained on other splits need a held-out --data. Every model is fed at its own input
+--split rows (split.csv). --data without a train/val split of its own is scored whole; with one, its --split.
+Images any member trained on (the runs' split.csv train rows: the same path, the same bytes, or the same id in the
+run's --group-column) are refused — or dropped and counted with --drop-training-images — unless --split train;
+members trained on other splits need a held-out --data. All members are loaded and checked before any predicts. Every model is fed at its own input
 size (so with its own preprocessing cache size) and its own stored temperature (evaluate.py --calibrate).
 --method mean (the default, the deck's soft vote): the weighted mean of the probabilities; geometric: their
 weighted geometric mean, renormalised; rank: per model and class, each probability is replaced by its rank
@@ -47,7 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--method", choices=METHODS, default="mean",
                    help="mean: weighted mean of the probabilities (soft vote); geometric: weighted geometric "
                         "mean; rank: weighted mean of per-class ranks scaled to [0, 1] (scores: AUC-type use)")
-    p.add_argument("--split", choices=["train", "val"], default="val")
+    p.add_argument("--split", choices=["train", "val"], default="val",
+                   help="the runs' recorded split, or the split of a --data set that has one (data without a "
+                        "split is scored whole)")
+    p.add_argument("--drop-training-images", action="store_true",
+                   help="drop (and count) images a member trained on (same path, content or group) instead of "
+                        "refusing them")
     p.add_argument("--label-column", default=None,
                    help="CSV label column (default: the first run's, or label)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -94,9 +101,10 @@ def common_classes(sources, task: str) -> list[str] | None:
     return list(named[0][1]) if named else None
 
 
-def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, list[str]]:
-    """(samples, data classes or None, data source, skipped lines): the --split of --data, or without
-    --data the first run's recorded split, when every member has a run and the runs share their data."""
+def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, list[str], bool]:
+    """(samples, data classes or None, data source, skipped lines, whole): --data whole when it has no split of
+    its own (whole True), else its --split; without --data the first run's recorded split, when every member has
+    a run and the runs share their data."""
     from dermo.data.datasets import load_dataset
     from dermo.evaluation.sources import EvaluationError, data_meta_columns
     from dermo.evaluation.splits import recorded_samples
@@ -105,10 +113,12 @@ def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, lis
     if args.data:
         cfg = first_run.config if first_run else None
         label_column = args.label_column or (cfg.label_column if cfg else "label")
-        ds = load_dataset(args.data, "auto", label_column, seed=cfg.seed if cfg else 0,
-                          val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=args.on_bad_image,
+        ds = load_dataset(args.data, "auto", label_column, on_bad=args.on_bad_image, make_split=False,
                           meta_columns=data_meta_columns(sources, args.data, log))
-        return ds.split(args.split), list(ds.classes), ds.source, list(ds.skipped)
+        samples = ds.split(args.split) if ds.given_split else ds.val
+        which = f"its {args.split} split" if ds.given_split else "whole: it has no train/val split"
+        log(f"scoring {len(samples)} images of {args.data} ({which})")
+        return samples, list(ds.classes), ds.source, list(ds.skipped), not ds.given_split
     lone = next((s for s in sources if s.run is None), None)
     if lone is not None:
         raise EvaluationError(f"{lone.spec}: not in a run folder (no config.json beside it), so there is no "
@@ -124,7 +134,7 @@ def evaluation_set(args, sources, log) -> tuple[list, list[str] | None, str, lis
     if absent:
         raise EvaluationError(f"{source}: has no metadata column {', '.join(dict.fromkeys(absent))} that a member "
                               "takes; pass --data CSV with those columns")
-    return samples, None, source, skipped
+    return samples, None, source, skipped, False
 
 
 def member_probs(source, samples, classes: list[str], args, log, skipped_lines: list | None = None) -> dict:
@@ -158,7 +168,7 @@ def run_ensemble(args, log=print) -> dict:
     from dermo import metrics
     from dermo.evaluation.report import write_labelled
     from dermo.evaluation.sources import EvaluationError, resolve_source
-    from dermo.evaluation.splits import refuse_training_images, training_paths
+    from dermo.evaluation.splits import held_out, training_set
     from dermo.metrics.ensemble import PROBABILITY_METHODS
 
     cv_folders = getattr(args, "cv_folders", [])
@@ -168,7 +178,7 @@ def run_ensemble(args, log=print) -> dict:
                               "score the fold ensemble on a separate set with --data DIR|CSV")
     sources = [resolve_source(m, args.task, own_run=True) for m in args.models]
     classes = common_classes(sources, args.task)
-    samples, data_classes, data_source, ds_skipped = evaluation_set(args, sources, log)
+    samples, data_classes, data_source, ds_skipped, whole = evaluation_set(args, sources, log)
     if classes is None:
         classes = data_classes
     elif data_classes is not None and data_classes != classes:
@@ -176,15 +186,17 @@ def run_ensemble(args, log=print) -> dict:
                                  f"({', '.join(classes)})")
     if not samples:
         raise EvaluationError(f"{data_source}: the {args.split} split is empty")
-    if args.split != "train":
-        trained = {s.spec: training_paths(s.run, log) for s in sources if s.run is not None}
+    if args.split != "train" or whole:
+        trained = {s.spec: training_set(s.run, log) for s in sources if s.run is not None}
         for s in sources:
             if s.run is None:
                 log(f"note: {s.spec} is not in a run folder; its training images are unknown (not checked)")
-        refuse_training_images(samples, trained, data_source, args.split,
-                               "members must be scored on images none of them trained on (members trained "
-                               "on other splits, e.g. another --seed, cannot share one); pass --data with a "
-                               "held-out set, or --split train on purpose")
+        samples = held_out(samples, trained, data_source, "" if whole else args.split,
+                           "members must be scored on images none of them trained on (members trained on other "
+                           "splits, e.g. another --seed, cannot share one); pass --data with a held-out set, or "
+                           "--split train on purpose", args.drop_training_images, log, data=args.data)
+        if not samples:
+            raise EvaluationError(f"{data_source}: every image was used in training by a member")
     bad: list[str] = []
     per_model = [member_probs(s, samples, classes, args, log, bad) for s in sources]
     kept, dropped = align(samples, per_model)
@@ -199,7 +211,7 @@ def run_ensemble(args, log=print) -> dict:
     for s, p in zip(sources, probs_list):
         mm = metrics.classification_metrics(labels, p, classes)
         members.append({"model": s.spec, **{k: mm[k] for k in HEADLINE}})
-    extra = {"split": args.split, "data": data_source, "models": [s.spec for s in sources],
+    extra = {"split": "all" if whole else args.split, "data": data_source, "models": [s.spec for s in sources],
              "method": args.method, "outputs": "scores" if args.method == "rank" else "probabilities",
              "weights": args.weights or [1.0] * len(sources), "members": members, "n_dropped": dropped,
              "skipped": list(dict.fromkeys(ds_skipped + bad))}          # once each, as evaluate.py

@@ -6,14 +6,20 @@
     python evaluate.py --run runs/NAME --images DIR [--out DIR]        # unlabelled: predictions only
     python evaluate.py --run runs/NAME --calibrate [--tta N]          # fit a temperature on the val split
 
-Writes eval-<split>/ (default runs/NAME/eval-<split>/, or beside a --model file): metrics.json,
+Writes eval-<split>/ for a run's own split, eval-<data name>/ for other data (eval-<data name>-<split> when that
+data has a train/val split of its own), predict-<folder name>/ for --images — in the run folder, or beside a
+--model file; an existing folder is never replaced (a numbered name is taken) unless --out names it: metrics.json,
 predictions.csv, report.txt, confusion_matrix.png, roc.png, reliability.png, cams.png (the predicted class's
 CAM over 16 images spread over the set, lesion mask contour in white), focus.png (histogram of the per-image lesion
 focus, per class). With --images: predict/ with predictions.csv and cams.png. The image size comes from the model's
 input; preprocessing is cached.
 
 A run is evaluated on exactly the rows of its split.csv for --split (runs from before split.csv: the split
-is rebuilt from config.json). With --data, images the run trained on are refused unless --split train.
+is rebuilt from config.json); a --model file inside a run folder is that run's model (its classes, split and
+preprocessing). --data without a train/val split of its own (no split column, no train/val folders) is scored
+whole; with one, its --split. With --data, images the run trained on — the same path, the same bytes, or the
+same id in the run's --group-column — are refused (or dropped and counted with --drop-training-images) unless
+--split train.
 
 Probabilities carry the model's stored temperature (1 = none). --calibrate fits temperature scaling on the
 run's val split (the model's own probabilities, whatever was stored before), stores T in model.keras/model.h5
@@ -42,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", help="folder of unlabelled images (recursive): write predictions only")
     p.add_argument("--label-column", default=None, help="CSV label column (default: the run's, or label)")
     p.add_argument("--split", choices=["train", "val"], default="val",
-                   help="a run's recorded split (split.csv) or the split of --data")
+                   help="a run's recorded split (split.csv), or the split of a --data set that has one (data "
+                        "without a split is scored whole)")
+    p.add_argument("--drop-training-images", action="store_true",
+                   help="drop (and count) --data images the run trained on (same path, content or group) "
+                        "instead of refusing them")
     p.add_argument("--tta", type=int, default=1,
                    help="test-time augmentation: average over N flips/rotations (1 = none, at most 8)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -58,8 +68,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _check_args(p: argparse.ArgumentParser, args) -> argparse.Namespace:
-    if args.model and args.images is None and not args.data:
-        p.error("--model needs --data DIR|CSV (or --images DIR)")
     if args.data and args.images:
         p.error("give --data (labelled) or --images (unlabelled), not both")
     if args.run and args.task:
@@ -69,43 +77,76 @@ def _check_args(p: argparse.ArgumentParser, args) -> argparse.Namespace:
     return args
 
 
-def default_out(args, source) -> Path:
+def data_name(data) -> str:
+    """A short name for a data set: a CSV's stem, a folder's name."""
+    p = Path(data)
+    return (p.stem if p.suffix.lower() == ".csv" else p.resolve().name) or "data"
+
+
+def free_folder(path: Path, log=print) -> Path:
+    """`path`, or the first free `path-2`, `path-3`, … when it exists (an evaluation never replaces another)."""
+    if not path.exists():
+        return path
+    n = 2
+    while path.with_name(f"{path.name}-{n}").exists():
+        n += 1
+    free = path.with_name(f"{path.name}-{n}")
+    log(f"note: {path} exists; writing {free} (name a folder with --out to replace it)")
+    return free
+
+
+def default_out(args, source, whole: bool = False, log=print) -> Path:
+    """--out as given; else in the run folder (beside a --model file): eval-<split> for the run's own split,
+    eval-<data name>[-<split>] for --data (no split suffix when scored whole), predict-<name> for --images;
+    never an existing folder."""
     if args.out:
         return Path(args.out)
     base = source.run.path if source.run is not None else source.model_path.parent
-    return base / ("predict" if args.images else f"eval-{args.split}")
+    if args.images:
+        name = f"predict-{data_name(args.images)}"
+    elif args.data:
+        name = f"eval-{data_name(args.data)}" + ("" if whole else f"-{args.split}")
+    else:
+        name = f"eval-{args.split}"
+    return free_folder(base / name, log)
 
 
 def labelled_samples(args, source, log=print):
-    """(samples of the split, class names, dataset source, skipped lines) for a labelled evaluation: a run
-    without --data -> its split.csv rows of --split; else the split of --data, where a run refuses images
-    it trained on unless --split train. A metadata model's columns come with the samples (split.csv's
-    meta:<name> columns, or the --data CSV's own columns)."""
+    """(samples, class names, dataset source, skipped lines, whole) for a labelled evaluation: a run without
+    --data -> its split.csv rows of --split; else --data, whole when it has no split of its own (whole True),
+    else its --split, where a run refuses (or with --drop-training-images drops) images it trained on unless
+    --split train. A metadata model's columns come with the samples (split.csv's meta:<name> columns, or the
+    --data CSV's own columns)."""
     from dermo.data.datasets import load_dataset
     from dermo.evaluation.sources import EvaluationError, check_classes, data_meta_columns
-    from dermo.evaluation.splits import recorded_samples, refuse_training_images, training_paths
+    from dermo.evaluation.splits import held_out, recorded_samples, training_set
 
     run = source.run
     if run is not None and not args.data:
         samples, data, skipped = recorded_samples(run, args.split, _on_bad(args, source), log)
         if not samples:
             raise EvaluationError(f"{data}: the {args.split} split is empty")
-        return samples, list(run.classes), data, skipped
+        log(f"scoring the run's {len(samples)} {args.split} images ({data})")
+        return samples, list(run.classes), data, skipped, False
     cfg = run.config if run is not None else None
     label_column = args.label_column or (cfg.label_column if cfg else "label")
     task = "auto" if run is not None else source.task
-    ds = load_dataset(args.data, task, label_column, seed=cfg.seed if cfg else 0,
-                      val_fraction=cfg.val_fraction if cfg else 0.2, on_bad=_on_bad(args, source),
+    ds = load_dataset(args.data, task, label_column, on_bad=_on_bad(args, source), make_split=False,
                       meta_columns=data_meta_columns([source], args.data, log))
     classes = check_classes(source, ds.classes, args.data)
-    samples = ds.split(args.split)
+    samples = ds.split(args.split) if ds.given_split else ds.val
     if not samples:
         raise EvaluationError(f"{args.data}: the {args.split} split is empty")
-    if run is not None and args.split != "train":
-        refuse_training_images(samples, {str(run.path): training_paths(run, log)}, args.data, args.split,
-                               "evaluate on held-out images, or pass --split train to score training "
-                               "images on purpose")
-    return samples, classes, ds.source, list(ds.skipped)
+    if run is not None and (args.split != "train" or not ds.given_split):
+        split = args.split if ds.given_split else ""
+        samples = held_out(samples, {str(run.path): training_set(run, log)}, args.data, split,
+                           "evaluate on held-out images, or pass --split train to score training images on "
+                           "purpose", args.drop_training_images, log, data=args.data)
+        if not samples:
+            raise EvaluationError(f"{args.data}: every image was used in training by {run.path}")
+    which = f"its {args.split} split" if ds.given_split else "whole: it has no train/val split"
+    log(f"scoring {len(samples)} images of {args.data} ({which})")
+    return samples, classes, ds.source, list(ds.skipped), not ds.given_split
 
 
 def latest_run(args, log=print) -> str:
@@ -155,10 +196,11 @@ def evaluate_folds(args, log=print) -> dict:
     import ensemble
 
     argv = ["--models", args.run, "--split", args.split, "--batch-size", str(args.batch_size),
-            "--out", str(args.out or Path(args.run) / f"eval-{args.split}")]
+            "--out", str(args.out or free_folder(Path(args.run) / f"eval-{args.split}", log))]
     for flag, value in (("--data", args.data), ("--label-column", args.label_column),
                         ("--on-bad-image", args.on_bad_image), ("--cache-dir", args.cache_dir)):
         argv += [flag, value] if value else []
+    argv += ["--drop-training-images"] if args.drop_training_images else []
     return ensemble.run_ensemble(ensemble.parse_args(argv), log)
 
 
@@ -182,7 +224,10 @@ def evaluate(args, log=print) -> dict:
                                   "(docs/method.md §7), or calibrate each fold on its own with --run OUT/fold-k")
         return evaluate_folds(args, log)
     kind = "run" if args.run else "model"
-    source = resolve_source(args.run or args.model, args.task or "auto", kind)
+    source = resolve_source(args.run or args.model, args.task or "auto", kind, own_run=True)
+    if source.run is None and not (args.data or args.images):
+        raise EvaluationError(f"{args.model}: not inside a run folder (no config.json beside it), so there is no "
+                              "split to score; pass --data DIR|CSV (or --images DIR)")
     if args.calibrate:
         check_calibrate(args, source)
     if args.images:
@@ -190,14 +235,14 @@ def evaluate(args, log=print) -> dict:
             raise EvaluationError("--images with --model needs --task binary|multiclass (class names "
                                   "cannot come from unlabelled images)")
         samples, classes, skipped = unlabelled_samples(args.images), source.classes, []
-        data_source = args.images
+        data_source, whole = args.images, True
     else:
-        samples, classes, data_source, skipped = labelled_samples(args, source, log)
+        samples, classes, data_source, skipped, whole = labelled_samples(args, source, log)
     predictor = predictor_for(source, classes, args.cache_dir, args.batch_size)
     if args.calibrate:
         predictor.temperature = 1.0                       # fit on the model's own probabilities
     size = predictor.image_size
-    out = default_out(args, source)
+    out = default_out(args, source, whole, log)
     items, bad = predictor.prepare(samples, _on_bad(args, source))
     skipped += bad
     if not items:
@@ -212,7 +257,7 @@ def evaluate(args, log=print) -> dict:
         log(f"predicted {len(frame)} images: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
         log(f"wrote {out}/predictions.csv and cams.png")
         return {"n": len(frame), "skipped": skipped}
-    extra = {"split": args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
+    extra = {"split": "all" if whole else args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
              "preprocessing": {"hair": predictor.hair, "color": predictor.color},
              "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,

@@ -196,10 +196,18 @@ def test_run_folder_defaults_and_data_override(kit, keras_eval, capsys):
     assert sorted(p.name for p in run.iterdir()) == ["classes.json", "config.json", "eval-val", "model.keras"]
     source = resolve_source(run)
     args = evaluate.parse_args(["--run", str(run), "--images", "x"])
-    assert evaluate.default_out(args, source) == run / "predict"
-    args = evaluate.parse_args(["--model", str(kit["h5"]), "--task", "binary", "--data", "d",
+    assert evaluate.default_out(args, source) == run / "predict-x"
+    args = evaluate.parse_args(["--model", str(kit["h5"]), "--task", "binary", "--data", "d/held.csv",
                                 "--split", "train"])
-    assert evaluate.default_out(args, resolve_source(kit["h5"], "binary")) == kit["root"] / "eval-train"
+    h5 = resolve_source(kit["h5"], "binary")
+    assert evaluate.default_out(args, h5) == kit["root"] / "eval-held-train"
+    assert evaluate.default_out(args, h5, whole=True) == kit["root"] / "eval-held"
+    # never another evaluation's folder: the run's eval-val exists now, so the next default is eval-val-2
+    notes = []
+    assert evaluate.default_out(evaluate.parse_args(["--run", str(run)]), source, log=notes.append) == \
+        run / "eval-val-2"
+    assert notes == [f"note: {run / 'eval-val'} exists; writing {run / 'eval-val-2'} (name a folder with --out "
+                     "to replace it)"]
     other = write_dataset(kit["root"] / "multi", "multiclass", n=6, size=SIZE)
     rc, cap = run_eval(capsys, "--run", run, "--data", other)
     assert rc == 2 and cap.err.strip().count("\n") == 0

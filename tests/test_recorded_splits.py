@@ -71,8 +71,9 @@ def test_evaluate_run_scores_exactly_the_split_csv_rows(kit, tmp_path, capsys):
 
 def test_evaluate_refuses_other_data_the_run_trained_on(kit, tmp_path, capsys):
     err = one_line_error(capsys, evaluate.main, ["--run", kit["b"], "--data", kit["data"]], "evaluate.py")
-    assert err == (f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2); evaluate on "
-                   "held-out images, or pass --split train to score training images on purpose")
+    assert err == (f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2; same path, same "
+                   "content or same group); evaluate on held-out images, or pass --split train to score training "
+                   "images on purpose, or pass --drop-training-images to score the rest")
     run(capsys, evaluate.main, "--run", kit["b"], "--data", kit["held"], "--out", tmp_path / "held")
     assert json.loads((tmp_path / "held" / "metrics.json").read_text())["n"] == 4
     assert not (kit["b"] / "eval-val").exists()
@@ -105,10 +106,11 @@ def test_ensemble_of_model_files_in_run_folders_needs_no_data(kit, tmp_path, cap
 def test_ensemble_refuses_members_scored_on_their_training_images(kit, tmp_path, capsys):
     err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"] / "model.keras"], "ensemble.py")
     assert err.startswith(f"{kit['a'] / splits.SPLIT_CSV}: 2 of the 6 val images were used in training "
-                          f"({kit['b'] / 'model.keras'}: 2); members must be scored on images none of them")
+                          f"({kit['b'] / 'model.keras'}: 2; same path, same content or same group); members must be scored on "
+                          "images none of them")
     err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"], "--data", kit["data"]],
                          "ensemble.py")
-    assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2)")
+    assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2;")
     out = tmp_path / "held"
     run(capsys, ensemble.main, "--models", kit["a"], kit["b"], "--data", kit["held"], "--out", out)
     assert json.loads((out / "metrics.json").read_text())["n"] == 4
@@ -122,3 +124,67 @@ def test_ensemble_without_data_one_line_errors(kit, capsys):
                          "ensemble.py")
     assert err == (f"{kit['root'] / 'bare.keras'}: not in a run folder (no config.json beside it), so there is "
                    "no data to take; pass --data DIR|CSV")
+
+
+def test_model_file_inside_a_run_folder_is_that_runs_model(kit, tmp_path, capsys):
+    """evaluate.py --model RUN/model.keras scores the run's recorded split (no --data needed) and refuses the
+    run's training images in --data, exactly as --run RUN does."""
+    run(capsys, evaluate.main, "--run", kit["b"], "--out", tmp_path / "as-run")
+    out = run(capsys, evaluate.main, "--model", kit["b"] / "model.keras", "--out", tmp_path / "as-model")
+    assert f"scoring the run's 4 val images ({kit['b'] / splits.SPLIT_CSV})" in out
+    assert (pd.read_csv(tmp_path / "as-model" / "predictions.csv")
+            .equals(pd.read_csv(tmp_path / "as-run" / "predictions.csv")))
+    err = one_line_error(capsys, evaluate.main, ["--model", kit["b"] / "model.keras", "--data", kit["data"]],
+                         "evaluate.py")
+    assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2;")
+    err = one_line_error(capsys, evaluate.main, ["--model", kit["root"] / "bare.keras", "--task", "binary"],
+                         "evaluate.py")
+    assert err.startswith(f"{kit['root'] / 'bare.keras'}: not inside a run folder")
+
+
+@pytest.fixture(scope="module")
+def grouped_run(kit):
+    """runs/g: run a's split with a lesion id per image (--group-column lesion); scoring.csv (no split column):
+    a training image's bytes under a new name, a held-out image of a training lesion, two fresh held-out ones."""
+    root, ds = kit["root"], kit["ds"]
+    g = shutil.copytree(kit["a"], root / "runs" / "g")
+    cfg = json.loads((g / "config.json").read_text())
+    (g / "config.json").write_text(json.dumps({**cfg, "group_column": "lesion"}))
+    df = pd.read_csv(g / splits.SPLIT_CSV, keep_default_na=False)
+    df["group"] = [f"L{i}" for i in range(len(df))]
+    df.to_csv(g / splits.SPLIT_CSV, index=False)
+    trained = df[df["split"] == "train"].iloc[0]
+    copy = root / "copy.jpg"
+    copy.write_bytes(open(trained["path"], "rb").read())
+    held = load_dataset(kit["held"], "binary").val[:3]
+    rows = [(copy, trained["label"], "new0"), (held[0].path, BIN[held[0].label], trained["group"])]
+    rows += [(s.path, BIN[s.label], f"new{i}") for i, s in enumerate(held[1:], 1)]
+    pd.DataFrame(rows, columns=["image", "label", "lesion"]).to_csv(root / "scoring.csv", index=False)
+    return g, root / "scoring.csv"
+
+
+def test_copies_and_lesion_mates_of_training_images_are_refused_or_dropped(grouped_run, capsys):
+    """A data set without a split is scored whole (4 images, not a 20 % draw); a copy of a training image under
+    another name and another photo of a training lesion are refused in one line, or dropped and counted."""
+    g, csv = grouped_run
+    err = one_line_error(capsys, evaluate.main, ["--run", g, "--data", csv], "evaluate.py")
+    assert err.startswith(f"{csv}: 2 of the 4 images were used in training ({g}: 2; same path, same content or "
+                          "same group)") and err.endswith("--drop-training-images to score the rest")
+    out = run(capsys, evaluate.main, "--run", g, "--data", csv, "--drop-training-images")
+    assert f"dropped 2 of the 4 images that were used in training ({g}: 2;" in out
+    assert f"scoring 2 images of {csv} (whole: it has no train/val split)" in out
+    m = json.loads((g / "eval-scoring" / "metrics.json").read_text())
+    assert m["n"] == 2 and m["split"] == "all"
+    assert not (g / "eval-val").exists()                          # the run's own evaluation is not touched
+    out = run(capsys, evaluate.main, "--run", g, "--data", csv, "--drop-training-images")
+    assert f"writing {g / 'eval-scoring-2'}" in out and (g / "eval-scoring-2" / "metrics.json").exists()
+    err = one_line_error(capsys, ensemble.main, ["--models", g, kit_pair(g), "--data", csv], "ensemble.py")
+    assert err.startswith(f"{csv}: 2 of the 4 images were used in training ({g}: 2, ")
+
+
+def kit_pair(g):
+    """A second member: a copy of run g."""
+    pair = g.parent / "g2"
+    if not pair.exists():
+        shutil.copytree(g, pair)
+    return pair

@@ -100,8 +100,8 @@ def test_cross_duplicates_hash_only_same_size_files(tmp_path, monkeypatch):
     b3 = tmp_path / "b" / "long.png"
     b3.write_bytes(a1.read_bytes() + b"tail")                                # a size nobody else has
     hashed = []
-    real = duplicates._digest
-    monkeypatch.setattr(duplicates, "_digest", lambda p: hashed.append(Path(p).name) or real(p))
+    real = duplicates.file_digest
+    monkeypatch.setattr(duplicates, "file_digest", lambda p: hashed.append(Path(p).name) or real(p))
     pairs = duplicates.cross_duplicates([str(a1), str(a2), str(a3)], [str(b1), str(b2), str(b3)])
     assert pairs == [(str(a2), str(b1))]
     assert "long.png" not in hashed
@@ -128,12 +128,15 @@ def test_duplicates_across_train_and_val_stop_training_before_preprocessing(tmp_
     err = one_line_error(capsys, train.main, argv + ["--allow-duplicates"], "train.py")
     assert "broken.jpg" in err and (tmp_path / "cache").exists()
     written = pd.read_csv(tmp_path / "run" / splits.SPLIT_CSV, keep_default_na=False)
-    assert list(written.columns) == ["path", "label", "split", "mask"]
+    assert list(written.columns) == ["path", "label", "split", "mask", "digest"]
     ds = load_dataset(data, "binary")
     assert list(written["path"]) == [s.path for s in ds.train + ds.val]
     assert list(written["split"]) == ["train"] * len(ds.train) + ["val"] * len(ds.val)
     assert list(written["label"]) == [ds.classes[s.label] for s in ds.train + ds.val]
     assert list(written["mask"]) == [s.mask or "" for s in ds.train + ds.val]
+    import hashlib                                   # the digest column: BLAKE2b-160 of each file's bytes
+    assert list(written["digest"]) == [hashlib.blake2b(Path(s.path).read_bytes(), digest_size=20).hexdigest()
+                                       for s in ds.train + ds.val]
 
 
 def test_group_column_on_a_folder_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -150,7 +153,7 @@ def test_split_csv_round_trip_groups_and_resume_check(grouped, tmp_path):
     run.mkdir()
     splits.record_split(run, ds)
     df = splits.read_split(run)
-    assert list(df.columns) == ["path", "label", "split", "mask", "group"]
+    assert list(df.columns) == ["path", "label", "split", "mask", "digest", "group"]
     assert set(df.loc[df["group"] == "", "path"]) == {s.path for s in ds.train + ds.val if s.group is None}
     for name in ("train", "val"):
         assert splits.split_samples(run, ds.classes, name) == ds.split(name)

@@ -46,6 +46,7 @@ class Dataset:
     val: list[Sample]
     source: str
     skipped: list[str] = field(default_factory=list)   # "path: problem" lines
+    given_split: bool = True   # False: the data has no train/val split of its own (make_split=False: all in val)
 
     @property
     def num_classes(self) -> int:
@@ -114,7 +115,7 @@ def _stratified_split(samples: list[Sample], val_fraction: float, seed: int, sou
     return sorted(train, key=lambda s: s.path), sorted(val, key=lambda s: s.path)
 
 
-def load_folder(root, task="auto", seed=0, val_fraction=0.2) -> Dataset:
+def load_folder(root, task="auto", seed=0, val_fraction=0.2, make_split: bool = True) -> Dataset:
     root = Path(root)
     if (root / "train").is_dir():
         found = sorted(set(_class_dirs(root / "train")) | set(_class_dirs(root / "val"))
@@ -123,16 +124,21 @@ def load_folder(root, task="auto", seed=0, val_fraction=0.2) -> Dataset:
         train = _folder_samples(root / "train", classes)
         if (root / "val").is_dir():
             val = _folder_samples(root / "val", classes)
-        else:
+        elif make_split:
             train, val = _stratified_split(train, val_fraction, seed, root)
+        else:
+            return Dataset(classes, [], train, source=str(root), given_split=False)
     else:
         classes = check_task_classes(task, _class_dirs(root), root)
-        train, val = _stratified_split(_folder_samples(root, classes), val_fraction, seed, root)
+        samples = _folder_samples(root, classes)
+        if not make_split:
+            return Dataset(classes, [], samples, source=str(root), given_split=False)
+        train, val = _stratified_split(samples, val_fraction, seed, root)
     return Dataset(classes, train, val, source=str(root))
 
 
 def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0.2,
-             on_bad="error", group_column: str | None = None, meta_columns=()) -> Dataset:
+             on_bad="error", group_column: str | None = None, meta_columns=(), make_split: bool = True) -> Dataset:
     csv_path = Path(csv_path)
     meta_columns = list(meta_columns or ())
     df = read_manifest(csv_path, label_column, group_column, meta_columns)
@@ -169,6 +175,8 @@ def load_csv(csv_path, task="auto", label_column="label", seed=0, val_fraction=0
         val = [s for s, sp in zip(samples, splits) if sp == "val"]
         if group_column:
             check_groups_apart(train, val, csv_path, group_column)
+    elif not make_split:
+        return Dataset(classes, [], samples, source=str(csv_path), skipped=skipped, given_split=False)
     elif group_column:
         train, val = group_split(samples, val_fraction, seed, csv_path, group_column)
     else:
@@ -201,10 +209,11 @@ def group_column_needs_csv(group_column: str, data) -> DataError:
 
 
 def load_dataset(data, task="auto", label_column="label", seed=0, val_fraction=0.2,
-                 on_bad="error", group_column: str | None = None, meta_columns=()) -> Dataset:
+                 on_bad="error", group_column: str | None = None, meta_columns=(), make_split: bool = True) -> Dataset:
     """Folder or CSV -> Dataset; raises DataError / BadInputError with one line. `group_column` (CSV
     only) makes the split a stratified group split, or checks a given split keeps the groups apart;
-    `meta_columns` (CSV only) are read into each Sample.meta."""
+    `meta_columns` (CSV only) are read into each Sample.meta. `make_split=False` (scoring a data set): data
+    without a train/val split of its own is not split; all its images are in `val`, with given_split False."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: data path not found")
@@ -213,9 +222,9 @@ def load_dataset(data, task="auto", label_column="label", seed=0, val_fraction=0
             raise group_column_needs_csv(group_column, data)
         if meta_columns:
             raise meta_needs_csv(meta_columns, data)
-        return load_folder(data, task, seed, val_fraction)
+        return load_folder(data, task, seed, val_fraction, make_split)
     if data.suffix.lower() == ".csv":
-        return load_csv(data, task, label_column, seed, val_fraction, on_bad, group_column, meta_columns)
+        return load_csv(data, task, label_column, seed, val_fraction, on_bad, group_column, meta_columns, make_split)
     raise DataError(f"{data}: --data must be a folder or a .csv manifest")
 
 

@@ -1,6 +1,7 @@
 """Exact duplicate images across train and val (same bytes): a validation image that is a copy of a training
 image makes the validation numbers optimistic, so training refuses it unless `--allow-duplicates`.
 
+    file_digest(path)                    the content hash used everywhere (split.csv's digest column too)
     cross_duplicates(a_paths, b_paths)   (a, b) pairs with identical content, one path from each list
     check_duplicates(dataset, allow)     refuse (one line: the count and a few pairs) or return the pairs
 
@@ -32,7 +33,8 @@ def _by_size(paths) -> dict[int, list[str]]:
     return out
 
 
-def _digest(path) -> str | None:
+def file_digest(path) -> str | None:
+    """BLAKE2b (20 bytes, hex) of the file's bytes; None when it cannot be read."""
     h = hashlib.blake2b(digest_size=20)
     try:
         with open(path, "rb") as f:
@@ -49,7 +51,7 @@ def cross_duplicates(a_paths, b_paths) -> list[tuple[str, str]]:
     a_sizes, b_sizes = _by_size(a_paths), _by_size(b_paths)
     pairs = []
     for size in sorted(set(a_sizes) & set(b_sizes)):
-        digest = {p: _digest(p) for p in dict.fromkeys(a_sizes[size] + b_sizes[size])}
+        digest = {p: file_digest(p) for p in dict.fromkeys(a_sizes[size] + b_sizes[size])}
         by_digest = defaultdict(list)
         for p in a_sizes[size]:
             if digest[p] is not None:

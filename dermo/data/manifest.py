@@ -38,14 +38,16 @@ def resolve_entry(csv_path, value) -> Path:
 def read_manifest(csv_path, label_column: str | None = None, group_column: str | None = None,
                   meta_columns: list[str] | tuple = ()) -> pd.DataFrame:
     """The CSV's rows with an image -> DataFrame with absolute `image` (str), `mask` (str or None, when the
-    column exists) and `entry` (the image path as written); `group_column` and `meta_columns` are read as
-    text (empty cells NaN); other columns as pandas reads them.
+    column exists) and `entry` (the image path as written); the label, group and metadata columns and `split`
+    are read as text (empty cells NaN: labels 0/1 stay "0"/"1" even beside an empty cell); other columns as
+    pandas reads them.
 
     Raises DataError for an unreadable CSV, a missing `image` (or `label_column`, `group_column`, metadata)
     column, or no rows."""
     csv_path = Path(csv_path)
     meta_columns = list(meta_columns or ())
-    text = {"image": str, "mask": str, **({group_column: str} if group_column else {}),
+    text = {"image": str, "mask": str, "split": str, **({label_column: str} if label_column else {}),
+            **({group_column: str} if group_column else {}),
             **{c: str for c in meta_columns}}
     try:
         df = pd.read_csv(csv_path, dtype=text)

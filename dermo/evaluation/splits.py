@@ -1,20 +1,38 @@
 """Which images a run may be scored on: its recorded split (split.csv), and the refusal to score a model on
-images it trained on (docs/method.md §8, §9).
+images it trained on — by path, by content (a copy under another name) or by group (another photo of a
+training lesion, the run's --group-column) (docs/method.md §8, §9).
 
-    recorded_samples(run, split, on_bad, log)   the run's split.csv rows of `split` (old runs: rebuilt)
-    training_paths(run, log)                    resolved paths the run trained on (None: unknown)
-    refuse_training_images(samples, trained, where, split, fix)   one line with the count, or nothing
+    recorded_samples(run, split, on_bad, log)    the run's split.csv rows of `split` (old runs: rebuilt)
+    training_set(run, log)                       what the run trained on: paths, digests, groups (None: unknown)
+    training_paths(run, log)                     resolved paths the run trained on (None: unknown)
+    held_out(samples, trained, where, split, fix, drop, log, data)
+                                                 the samples no model trained on: one refusal line, or with
+                                                 drop=True the others kept and the dropped ones counted
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from dermo.data.datasets import Sample, load_dataset
+from dermo.data.duplicates import file_digest
+from dermo.data.manifest import read_manifest
 from dermo.errors import DermoError
 from dermo.evaluation.sources import EvaluationError
 from dermo.run import splits
 from dermo.run.config import meta_column_list
 from dermo.run.folder import Run
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What one run trained on."""
+    paths: frozenset[str]              # resolved image paths
+    digests: frozenset[str]            # content hashes (file_digest)
+    groups: frozenset[str]             # group ids of its --group-column (empty without one)
+    group_column: str | None
 
 
 def _rebuilt(run: Run, on_bad: str):
@@ -42,29 +60,78 @@ def recorded_samples(run: Run, split: str, on_bad: str, log=print) -> tuple[list
     return ds.split(split), ds.source, list(ds.skipped)
 
 
+def training_set(run: Run, log=print) -> TrainingSet | None:
+    """The run's training images (split.csv's train rows; a run without split.csv: its rebuilt training split,
+    or None with a note when its data is gone)."""
+    rows = splits.training_rows(run.path)
+    if rows is not None:
+        paths, digests = list(rows["path"]), list(rows["digest"])
+        groups = list(rows["group"]) if "group" in rows.columns else []
+    else:
+        try:
+            ds = _rebuilt(run, "skip")
+        except DermoError:
+            log(f"note: {run.path} has no {splits.SPLIT_CSV} and its data cannot be read again; not checked "
+                "for overlap with its training images")
+            return None
+        paths = [s.path for s in ds.train]
+        digests, groups = [file_digest(p) for p in paths], [s.group or "" for s in ds.train]
+    return TrainingSet(frozenset(str(Path(p).resolve()) for p in paths), frozenset(d for d in digests if d),
+                       frozenset(g for g in groups if g), run.config.group_column)
+
+
 def training_paths(run: Run, log=print) -> set[str] | None:
-    """Resolved paths of the images `run` trained on: split.csv's train rows; for a run without split.csv
-    the rebuilt training split (None, with a note, when its data is gone)."""
-    trained = splits.training_paths(run.path)
-    if trained is not None:
-        return trained
-    try:
-        ds = _rebuilt(run, "skip")
-    except DermoError:
-        log(f"note: {run.path} has no {splits.SPLIT_CSV} and its data cannot be read again; not checked "
-            "for overlap with its training images")
+    """Resolved paths of the images `run` trained on (None: unknown)."""
+    trained = training_set(run, log)
+    return None if trained is None else set(trained.paths)
+
+
+def data_groups(data, column: str) -> dict[str, str] | None:
+    """{resolved image path: group id} from the CSV `data`'s `column`; None for a folder or a CSV without it."""
+    if data is None or Path(data).is_dir() or Path(data).suffix.lower() != ".csv":
         return None
-    return {str(Path(s.path).resolve()) for s in ds.train}
+    df = read_manifest(data)
+    if column not in df.columns:
+        return None
+    return {str(Path(p).resolve()): str(g).strip() for p, g in zip(df["image"], df[column])
+            if not pd.isna(g) and str(g).strip()}
 
 
-def refuse_training_images(samples: list[Sample], trained: dict[str, set[str] | None], where, split: str,
-                           fix: str) -> None:
-    """Refuse, in one line with the count, to score `samples` when any of them is in a model's training
-    images (`trained`: model name -> resolved training paths; None = unknown, not checked)."""
-    paths = {str(Path(s.path).resolve()) for s in samples}
-    hits = {name: paths & t for name, t in trained.items() if t}
+def trained_on(samples: list[Sample], trained: TrainingSet, data=None, log=print) -> set[str]:
+    """Resolved paths of `samples` that `trained` saw: the same path, the same bytes, or the same group id of the
+    run's group column (read from `data` when it is a CSV with that column; data None: the samples' own groups,
+    e.g. another run's recorded split.csv rows)."""
+    paths = {s.path: str(Path(s.path).resolve()) for s in samples}
+    hits = {r for r in paths.values() if r in trained.paths}
+    if trained.digests:
+        hits |= {r for p, r in paths.items() if r not in hits and file_digest(p) in trained.digests}
+    if trained.group_column and trained.groups:
+        groups = ({paths[s.path]: s.group for s in samples if s.group} if data is None     # recorded rows
+                  else data_groups(data, trained.group_column))
+        if groups is None:
+            log(f"note: {data} has no {trained.group_column!r} column (the run's --group-column): checked for "
+                "training images by path and content only")
+        else:
+            hits |= {r for r in paths.values() if groups.get(r) in trained.groups}
+    return hits
+
+
+def held_out(samples: list[Sample], trained: dict[str, TrainingSet | None], where, split: str, fix: str,
+             drop: bool = False, log=print, data=None) -> list[Sample]:
+    """`samples` minus those any model trained on (`trained`: model name -> TrainingSet; None = unknown, not
+    checked; `split` "" for a data set scored whole). Any hit is refused in one line with the counts, or with `drop`
+    removed and counted in a line."""
+    hits = {name: trained_on(samples, t, data, log) for name, t in trained.items() if t is not None}
     overlap = set().union(*hits.values()) if hits else set()
-    if overlap:
-        who = ", ".join(f"{name}: {len(h)}" for name, h in hits.items() if h)
-        raise EvaluationError(f"{where}: {len(overlap)} of the {len(paths)} {split} images were used in training "
-                              f"({who}); {fix}")
+    if not overlap:
+        return samples
+    who = ", ".join(f"{name}: {len(h)}" for name, h in hits.items() if h)
+    n, images = len(samples), f"{split} images" if split else "images"
+    if not drop:
+        raise EvaluationError(f"{where}: {len(overlap)} of the {n} {images} were used in training "
+                              f"({who}; same path, same content or same group); {fix}, or pass "
+                              "--drop-training-images to score the rest")
+    kept = [s for s in samples if str(Path(s.path).resolve()) not in overlap]
+    log(f"dropped {len(overlap)} of the {n} {images} that were used in training ({who}; same path, same "
+        f"content or same group); scoring the other {len(kept)}")
+    return kept

@@ -102,5 +102,5 @@ def load_run(path) -> Run:
     run = Run(path, cfg, classes)
     if not run.model_path.exists():
         raise RunError(f"{path}: no {MODEL_KERAS} or {MODEL_H5}; the run did not finish "
-                       "(continue it with train.py --resume --out {path})")
+                       f"(continue it with train.py --resume --out {path})")
     return run

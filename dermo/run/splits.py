@@ -3,7 +3,8 @@
 Written by train.py when the run starts (beside resume_config.json, so interrupted runs have it too);
 read back by evaluate.py --run (the rows of --split) and ensemble.py (no member scored on its own training
 images). Columns: path (absolute, resolved), label (class name), split (train/val), mask (a given mask's
-path, empty when generated), with --group-column group (empty: the image was its own group) and, with
+path, empty when generated), digest (the file's content hash, dermo.data.duplicates.file_digest: scoring refuses
+copies of training images under other names), with --group-column group (empty: the image was its own group) and, with
 --meta-columns, one column `meta:<name>` per metadata column holding its raw CSV text (empty: missing), so
 evaluation of the recorded split feeds the model the same metadata.
 
@@ -11,6 +12,7 @@ evaluation of the recorded split feeds the model the same metadata.
     read_split(run_dir) -> DataFrame | None                         None for runs from before split.csv
     split_samples(run_dir, classes, split) -> [Sample] | None       the recorded rows as samples
     training_paths(run_dir) -> set[str] | None                      resolved paths of the train rows
+    training_rows(run_dir) -> DataFrame | None                      the train rows (path, digest, group, ...)
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from pathlib import Path
 import pandas as pd
 
 from dermo.data.datasets import SPLITS, Dataset, Sample
+from dermo.data.duplicates import file_digest
 from dermo.data.imageio import atomic_write_bytes
 from dermo.run.folder import RunError
 
 SPLIT_CSV = "split.csv"
-COLUMNS = ["path", "label", "split", "mask"]
+COLUMNS = ["path", "label", "split", "mask", "digest"]
 META_PREFIX = "meta:"
 
 
@@ -33,7 +36,7 @@ def split_frame(ds: Dataset) -> pd.DataFrame:
     samples = ds.train + ds.val
     meta = [META_PREFIX + n for n, _ in next((s.meta for s in samples if s.meta), ())]
     rows = [{"path": s.path, "label": ds.classes[s.label], "split": name, "mask": s.mask or "",
-             "group": s.group or "", **{META_PREFIX + n: v or "" for n, v in (s.meta or ())}}
+             "digest": file_digest(s.path) or "", "group": s.group or "", **{META_PREFIX + n: v or "" for n, v in (s.meta or ())}}
             for name in SPLITS for s in ds.split(name)]
     grouped = any(s.group is not None for s in samples)
     return pd.DataFrame(rows, columns=COLUMNS + ["group"] + meta)[COLUMNS + (["group"] if grouped else []) + meta]
@@ -97,6 +100,18 @@ def split_samples(run_dir, classes: list[str], split: str) -> list[Sample] | Non
               for r in rows.to_dict("records")] if names else [None] * len(rows))
     return [Sample(p, classes.index(lab), m or None, g or None, meta)
             for p, lab, m, g, meta in zip(rows["path"], rows["label"], masks, groups, metas)]
+
+
+def training_rows(run_dir) -> pd.DataFrame | None:
+    """split.csv's train rows (text columns; runs from before the digest column get it computed from the files
+    that still exist), or None without split.csv."""
+    df = read_split(run_dir)
+    if df is None:
+        return None
+    rows = df[df["split"] == "train"].copy()
+    if "digest" not in rows.columns:
+        rows["digest"] = [file_digest(p) or "" for p in rows["path"]]
+    return rows
 
 
 def training_paths(run_dir) -> set[str] | None:
