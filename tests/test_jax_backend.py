@@ -134,7 +134,21 @@ def test_jax_and_tf_steps_log_the_same_loss_terms(steps):
     for split in ("train", "test"):
         for key, a, b in zip(keys, tf_[split], jax_[split]):
             assert np.isfinite(a) and (a != 0 or key == "outside_loss"), (split, key)     # λ4 = 0 here
-            assert b == pytest.approx(a, rel=1e-4, abs=1e-6), (split, key)
+            assert b == pytest.approx(a, rel=1e-3, abs=1e-5), (split, key)     # measured ≤ 0.049 of 1e-4/1e-6
+
+
+def rel_l2(a: list, b: list) -> float:
+    """||b − a|| / ||a|| over all arrays of the lists: one number per quantity, not dominated by the elements
+    whose value is float32 noise (tensors whose gradient is ~0 differ by 100 % between backends)."""
+    num = sum(float(((np.asarray(y, np.float64) - x) ** 2).sum()) for x, y in zip(a, b))
+    return float(np.sqrt(num / sum(float((np.asarray(x, np.float64) ** 2).sum()) for x in a)))
+
+
+# TF (oneDNN) and JAX (XLA) round float32 differently. Measured here (2 cores, 2026-12-06): relative L2 difference
+# of the weight updates 5.6e-5, of the Adadelta accumulators 2.8e-5, of the centre sums 4.3e-6; max element-wise
+# ratio |Δ|/(1e-4|a| + 1e-5) of the BatchNorm moving statistics 0.036 and of the logged losses (rel 1e-4, abs 1e-6)
+# 0.049. Bounds: ≥ 10× those; a missing or mis-weighted loss term changes the update by ~10 % or more.
+STEP_REL_L2 = 1e-3
 
 
 @pytest.mark.slow
@@ -147,22 +161,19 @@ def test_jax_and_tf_steps_update_the_weights_alike(steps):
     bound = LR * np.sqrt(EPSILON / (1 - RHO))                     # Adadelta's first step is at most this
     moved = max(np.abs(a - b).max() for a, b in zip(_list(tf_, "after"), before_tf))
     assert bound / 2 < moved <= bound * 1.001
-    worst = max(np.abs((b - w0) - (a - w0)).max()
-                for w0, a, b in zip(before_tf, _list(tf_, "after"), _list(jax_, "after")))
-    assert worst < 0.02 * bound, f"max |Δ update| TF vs JAX {worst:.3g} (bound {bound:.3g})"
+    update_tf = [a - w0 for w0, a in zip(before_tf, _list(tf_, "after"))]
+    update_jax = [b - w0 for w0, b in zip(before_tf, _list(jax_, "after"))]
+    assert rel_l2(update_tf, update_jax) < STEP_REL_L2
     acc_tf, acc_jax = _list(tf_, "accumulators"), _list(jax_, "accumulators")
     assert len(acc_tf) == len(acc_jax) == len(before_tf)
-    scale = max(a.max() for a in acc_tf)
-    for a, b in zip(acc_tf, acc_jax):
-        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5 * scale)
+    assert rel_l2(acc_tf, acc_jax) < STEP_REL_L2
     moving_tf, moving_jax = _list(tf_, "moving"), _list(jax_, "moving")
     assert len(moving_tf) == len(moving_jax) > 0
     for a, b in zip(moving_tf, moving_jax):                       # BatchNorm statistics came back from JAX
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(tf_["center_count"], [3, 5])
     np.testing.assert_array_equal(jax_["center_count"], [3, 5])
-    np.testing.assert_allclose(jax_["center_sum"], tf_["center_sum"], rtol=1e-4,
-                               atol=1e-5 * np.abs(tf_["center_sum"]).max())
+    assert rel_l2([tf_["center_sum"]], [jax_["center_sum"]]) < STEP_REL_L2
 
 
 # ------------------------------------------------------------------ training under JAX, with no TensorFlow
