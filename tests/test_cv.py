@@ -57,17 +57,21 @@ def test_every_image_is_predicted_out_of_fold_exactly_once(done):
     assert sorted(oof["path"]) == sorted(str(p) for p in done.images) == sorted(folds["path"])
     merged = oof.merge(folds[["path", "fold"]], on="path", suffixes=("", "_assigned"))
     assert (merged["fold"] == merged["fold_assigned"]).all()
-    for k in (0, 1):                                                # fold k's run validated exactly fold k
+    for k in (0, 1):       # fold k's run trained and selected its epoch on the other fold only (inner split)
         split = pd.read_csv(done.out / f"fold-{k}" / "split.csv")
-        assert set(split.loc[split["split"] == "val", "path"]) == set(folds.loc[folds["fold"] == k, "path"])
-        assert set(split.loc[split["split"] == "train", "path"]) == set(folds.loc[folds["fold"] != k, "path"])
+        others = set(folds.loc[folds["fold"] != k, "path"])
+        assert set(split["path"]) == others and not set(split["path"]) & set(folds.loc[folds["fold"] == k, "path"])
+        inner_val = split.loc[split["split"] == "val", "label"]
+        assert 0 < len(inner_val) <= len(others) // 4 and set(inner_val) == {"nevus", "others"}  # 1 of 5 strata
+        oof_k = pd.read_csv(done.out / f"fold-{k}" / cv.OOF_DIR / "predictions.csv")
+        assert set(oof_k["path"]) == set(folds.loc[folds["fold"] == k, "path"])
     manifest = pd.read_csv(done.out / "manifests" / "fold-0.csv")
     assert "age" in manifest.columns                                # metadata columns travel with the folds
 
 
 def test_table_rows_equal_each_folds_metrics_and_their_mean(done):
     table = pd.read_csv(done.out / cv.CV_CSV).set_index("fold")
-    per_fold = [json.loads((done.out / f"fold-{k}" / "eval-val" / "metrics.json").read_text()) for k in (0, 1)]
+    per_fold = [json.loads((done.out / f"fold-{k}" / cv.OOF_DIR / "metrics.json").read_text()) for k in (0, 1)]
     for k, m in enumerate(per_fold):
         assert table.loc[str(k), "accuracy"] == pytest.approx(m["accuracy"])
         assert table.loc[str(k), "auc"] == pytest.approx(m["auc"])

@@ -4,13 +4,17 @@
     python -m dermo.cv --folds 3 --demo --out runs/cv-demo       # the demo data and demo training settings
 
 All labelled images of DATA (train and val alike) are dealt into k folds (seeded, stratified; with
---group-column no lesion/patient id on two folds). Fold k trains on the other folds and validates on fold k
-in OUT/fold-k/ — an ordinary run folder (train.py's files, split.csv, eval-val/) trained from the manifest
-OUT/manifests/fold-k.csv (image, label, mask, split[, group] and the data's other CSV columns). Finished folds
-are reused and an interrupted one resumes, so re-running continues. Writes
+--group-column no lesion/patient id on two folds). Fold k's model never sees fold k before predicting it: it
+trains on an inner split of the other folds and selects its epoch (--monitor, best checkpoint, early stopping, LR
+schedule, BatchNorm re-estimation) on the inner validation part — a seeded stratified (grouped) split of
+--val-fraction of those folds — in OUT/fold-k/, an ordinary run folder (train.py's files, split.csv, eval-val/
+on the inner validation images) trained from OUT/manifests/fold-k.csv (image, label, mask, split[, group] and the
+data's other CSV columns); then it predicts fold k (OUT/manifests/fold-k-test.csv) into OUT/fold-k/eval-oof/.
+Finished folds are reused and an interrupted one resumes, so re-running continues. Writes
     OUT/folds.csv   path, label, mask, fold[, group]: the assignment (refused if the data changed)
     OUT/oof.csv     every image's out-of-fold prediction exactly once: path, label, fold, predicted, per-class
-                    probabilities, lesion_focus, cam_mask_pearson
+                    probabilities, lesion_focus, cam_mask_pearson — from a model that used it neither in
+                    training nor in selection
     OUT/cv.csv, OUT/cv.md   per-fold and mean ± sd accuracy, balanced accuracy, κ, AUC, lesion focus, and the
                     same numbers over the pooled out-of-fold predictions
 The fold models form one ensemble: `ensemble.py --models OUT --data HELD_OUT` (docs/method.md §9).
@@ -25,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermo.data.datasets import load_dataset
-from dermo.data.groups import stratified_folds
+from dermo.data.datasets import Sample, load_dataset
+from dermo.data.groups import group_split, stratified_folds
 from dermo.data.manifest import read_manifest
 from dermo.errors import DermoError, run_cli
 from dermo.experiments.ablation_report import cell as _cell, md_table as _md_table
@@ -36,6 +40,7 @@ from dermo.run.config import TrainConfig, add_train_arguments, check_config, met
 
 FOLDS_CSV, OOF_CSV, CV_CSV, CV_MD = "folds.csv", "oof.csv", "cv.csv", "cv.md"
 MANIFESTS = "manifests"
+OOF_DIR = "eval-oof"            # fold k's run folder: its predictions of fold k
 SUMMARY = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "kappa": "kappa", "auc": "AUC",
            "lesion_focus": "lesion focus"}
 RESERVED = ("image", "label", "mask", "split", "group", "entry")
@@ -104,19 +109,46 @@ def extra_columns(cfg: TrainConfig) -> pd.DataFrame | None:
     return df.set_index("image")[keep] if keep else None
 
 
-def write_manifests(out: Path, frame: pd.DataFrame, extras: pd.DataFrame | None) -> list[Path]:
-    """OUT/manifests/fold-k.csv per fold: the fold's images as val, the others as train."""
+def inner_split(part: pd.DataFrame, cfg: TrainConfig, source) -> np.ndarray:
+    """"train"/"val" per row of a fold's training part (path, label, mask[, group]): a seeded stratified split,
+    grouped by the group column when given (dermo.data.groups.group_split), with --val-fraction as val."""
+    names = sorted(part["label"].unique())
+    samples = [Sample(p, names.index(lab), None, (g or None) if cfg.group_column else None)
+               for p, lab, g in zip(part["path"], part["label"], part.get("group", [""] * len(part)))]
+    _, val = group_split(samples, cfg.val_fraction, cfg.seed, source, "group" if cfg.group_column else None)
+    return np.where(part["path"].isin({s.path for s in val}), "val", "train")
+
+
+def write_manifests(out: Path, frame: pd.DataFrame, extras: pd.DataFrame | None, cfg: TrainConfig) -> list[Path]:
+    """Per fold k: OUT/manifests/fold-k.csv, the other folds split into inner train and val (the run's data), and
+    fold-k-test.csv, fold k's images without a split column (scored whole, out of fold)."""
     (out / MANIFESTS).mkdir(parents=True, exist_ok=True)
     paths = []
     for k in sorted(frame["fold"].unique()):
         m = frame.rename(columns={"path": "image"}).drop(columns="fold")
-        m.insert(3, "split", np.where(frame["fold"] == k, "val", "train"))
         if extras is not None:
             m = m.join(extras, on="image")
-        path = out / MANIFESTS / f"fold-{k}.csv"
-        m.to_csv(path, index=False)
-        paths.append(path)
+        part = frame["fold"] != k
+        train = m[part].copy()
+        train.insert(3, "split", inner_split(frame[part], cfg, out / MANIFESTS / f"fold-{k}.csv"))
+        train.to_csv(out / MANIFESTS / f"fold-{k}.csv", index=False)
+        m[~part].to_csv(out / MANIFESTS / f"fold-{k}-test.csv", index=False)
+        paths.append(out / MANIFESTS / f"fold-{k}.csv")
     return paths
+
+
+def predict_out_of_fold(run_dir: Path, test_manifest: Path, batch_size: int, log=print) -> dict:
+    """Fold k's model on fold k's images -> run_dir/eval-oof/ (reused when done); its metrics.json dict."""
+    from dermo.experiments.grid import import_script
+    from dermo.run.folder import read_json
+
+    metrics = run_dir / OOF_DIR / "metrics.json"
+    if not metrics.exists():
+        log(f"== {run_dir}: predicting its out-of-fold images")
+        evaluate = import_script("evaluate")
+        evaluate.evaluate(evaluate.parse_args(["--run", str(run_dir), "--data", str(test_manifest), "--batch-size",
+                                               str(batch_size), "--out", str(run_dir / OOF_DIR)]), log)
+    return read_json(metrics)
 
 
 def fold_config(base: TrainConfig, manifest: Path, run_dir: Path) -> TrainConfig:
@@ -125,10 +157,10 @@ def fold_config(base: TrainConfig, manifest: Path, run_dir: Path) -> TrainConfig
 
 
 def out_of_fold(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
-    """Every fold's eval-val/predictions.csv, with its fold; each image must appear exactly once."""
+    """Every fold's eval-oof/predictions.csv, with its fold; each image must appear exactly once."""
     parts = []
     for k in sorted(frame["fold"].unique()):
-        pred = pd.read_csv(fold_dir(out, k) / "eval-val" / "predictions.csv")
+        pred = pd.read_csv(fold_dir(out, k) / OOF_DIR / "predictions.csv")
         pred.insert(2, "fold", k)
         parts.append(pred)
     oof = pd.concat(parts, ignore_index=True)
@@ -136,7 +168,7 @@ def out_of_fold(out: Path, frame: pd.DataFrame) -> pd.DataFrame:
     missing = set(frame["path"]) - set(oof["path"])
     if missing or (counts > 1).any():
         raise CVError(f"{out}: the out-of-fold predictions cover {len(set(oof['path']))} of {len(frame)} images "
-                      f"({len(missing)} missing, {(counts > 1).sum()} twice); delete the fold's eval-val/ and rerun")
+                      f"({len(missing)} missing, {(counts > 1).sum()} twice); delete the fold's {OOF_DIR}/ and rerun")
     return oof
 
 
@@ -164,8 +196,11 @@ def markdown(table: pd.DataFrame, base: TrainConfig, k: int) -> str:
                + (f", grouped by `{base.group_column}`" if base.group_column else ""))
     rows = [[str(r["fold"]), *(_cell(r[m]) for m in SUMMARY)] for _, r in table.iterrows()]
     return "\n".join([f"# {k}-fold cross-validation", "", f"{setting}.", "",
-                      "Each fold's numbers are on its own validation fold; `mean` and `sd` are over the folds; "
-                      "`out-of-fold` pools every image's prediction by the model that did not train on it.", "",
+                      "Each fold's numbers are on its own fold, predicted by a model that used none of its images: "
+                      f"it trained on the other folds and chose its epoch on an inner validation split of them "
+                      f"({base.val_fraction:g} of their images"
+                      + (f", grouped by `{base.group_column}`" if base.group_column else "") + "). `mean` and "
+                      "`sd` are over the folds; `out-of-fold` pools every image's prediction.", "",
                       _md_table(["fold", *SUMMARY.values()], rows)])
 
 
@@ -177,11 +212,13 @@ def cross_validate(base: TrainConfig, k: int, out, log=print) -> pd.DataFrame:
     out = Path(out)
     frame, classes = assign_folds(base, k)
     write_folds(out, frame)
-    manifests = write_manifests(out, frame, extra_columns(base))
+    manifests = write_manifests(out, frame, extra_columns(base), base)
     per_fold = []
     for fold, manifest in enumerate(manifests):
-        log(f"== fold {fold + 1}/{k}: {(frame['fold'] == fold).sum()} validation images")
-        per_fold.append(ensure_run(fold_config(base, manifest, fold_dir(out, fold)), log))
+        log(f"== fold {fold + 1}/{k}: {(frame['fold'] == fold).sum()} out-of-fold images")
+        ensure_run(fold_config(base, manifest, fold_dir(out, fold)), log)      # trained, selected on inner val
+        per_fold.append(predict_out_of_fold(fold_dir(out, fold), manifest.with_name(f"fold-{fold}-test.csv"),
+                                            base.batch_size, log))
     oof = out_of_fold(out, frame)
     oof.to_csv(out / OOF_CSV, index=False)
     table = summary(per_fold, oof, classes)
