@@ -30,7 +30,7 @@ from dermo.training.devices import backend_devices, device_lines, resolve_jit
 from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
                                   make_strategy, precision_policy, set_seeds)
 from dermo.training.workers import (SINGLE, Worker, check_batch_size, distributed_batches,
-                                    keras_multiworker_fixes, synchronise_batchnorm, this_worker)
+                                    keras_multiworker_fixes, plain_batchnorm, synchronise_batchnorm, this_worker)
 
 
 class TrainingError(DermoError, RuntimeError):
@@ -223,12 +223,13 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
 
     contract = model_contract(cfg, ds.classes)
-    net = inference_model(model)
-    runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS, contract=contract)
-    runs.save_keras_atomic(net, run_dir / runs.MODEL_H5, contract=contract)
-    segmenter = segmentation_model(model)
-    if segmenter is not None:
-        runs.save_keras_atomic(segmenter, run_dir / runs.SEG_MODEL, contract=contract)
+    with plain_batchnorm(model):              # loadable under every backend, also after --strategy mirrored
+        net = inference_model(model)
+        runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS, contract=contract)
+        runs.save_keras_atomic(net, run_dir / runs.MODEL_H5, contract=contract)
+        segmenter = segmentation_model(model)
+        if segmenter is not None:
+            runs.save_keras_atomic(segmenter, run_dir / runs.SEG_MODEL, contract=contract)
     history = pd.read_csv(run_dir / runs.HISTORY)
     plot_history(history, run_dir / runs.CURVES)
     config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,

@@ -18,6 +18,7 @@ worker decode the whole batch and keep its part.)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -145,6 +146,22 @@ def synchronise_batchnorm(model, replicas: int) -> int:
     for layer in layers:
         layer.synchronized = True
     return len(layers)
+
+
+@contextlib.contextmanager
+def plain_batchnorm(model):
+    """Within: every BatchNormalization layer unsynchronised, so a model saved here loads on every backend and
+    device (a `synchronized` layer needs TensorFlow with a distribution strategy; its inference is the same)."""
+    import keras
+
+    layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization) and l.synchronized]
+    for layer in layers:
+        layer.synchronized = False
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.synchronized = True
 
 
 def keras_multiworker_fixes(model) -> None:
