@@ -99,20 +99,27 @@ def test_val_predictions_do_not_collapse_to_one_class(run_a, val_arrays):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
+def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path, capsys):
     """SIGKILL a training subprocess after its first epoch's checkpoint, --resume it: the finished run
     has every planned epoch and the same history as the uninterrupted run with the same seed
-    (reproducibility, and weights/optimizer/centres/LR/early-stopping state carried over)."""
+    (reproducibility, and weights/optimizer/centres/LR/early-stopping state carried over); the resumed process
+    names the best epoch of the whole run (history.csv's), whose weights the saved model holds."""
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data64, out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     kill_after_first_epoch([proc], out)
     assert not (out / "model.keras").exists()
+    capsys.readouterr()
     assert train.main(["--resume", "--out", str(out)]) == 0
     a = pd.read_csv(run_a / "history.csv")
     b = pd.read_csv(out / "history.csv")
     assert list(b["epoch"]) == list(range(EPOCHS))
     pd.testing.assert_frame_equal(a, b)
+    best = int(b["val_accuracy"].idxmax())
+    logged = capsys.readouterr().out
+    assert f"restored the weights of the best epoch, {best + 1} of {EPOCHS} (val_accuracy" in logged
+    assert "Restoring model weights" not in logged
+    np.testing.assert_array_equal(pd.read_csv(out / "history.csv")["learning_rate"].iloc[0], 1.0)
     assert (out / runs.BEST_WEIGHTS).exists() and not (out / runs.BACKUP_DIR).exists()
 
 

@@ -156,3 +156,31 @@ def test_evaluate_source_mistakes(data, fake_model, tmp_path, capsys):
     err = one_line_error(capsys, evaluate.main, ["--model", tmp_path, "--task", "binary", "--data", data],
                          "evaluate.py")
     assert "is a folder, not a model file (evaluate a run folder with --run)" in err
+
+
+def test_a_val_split_without_a_class_is_said_and_refused_for_monitors_that_need_every_class(data, tmp_path, capsys):
+    """A CSV whose split column leaves no 'others' image in val: --monitor val_auc (undefined) and
+    val_balanced_accuracy are refused in one line before anything is preprocessed; val_accuracy trains on, with a
+    note. Labels 0/1 with an empty cell are read as the text classes '0' and '1' (not '0.0')."""
+    import pandas as pd
+
+    from dermo.training.trainer import load_data
+
+    images = sorted(data.rglob("syn*.jpg"))
+    labels = ["0" if "nevus" in p.parts else "1" for p in images]
+    splits = ["val" if lab == "0" and i % 3 == 0 else "train" for i, lab in enumerate(labels)]
+    frame = pd.DataFrame({"image": [str(p) for p in images], "label": labels, "split": splits})
+    frame.loc[len(frame)] = [str(images[0]), None, "train"]                   # an unlabelled row
+    csv = tmp_path / "m.csv"
+    frame.to_csv(csv, index=False)
+    for monitor in ("val_auc", "val_balanced_accuracy"):
+        err = one_line_error(capsys, train.main, tiny(csv, tmp_path / monitor, "--task", "auto", "--monitor",
+                                                      monitor), "train.py")
+        assert err == (f"{csv}: the val split has no image of class 1, so --monitor {monitor} is undefined; use "
+                       "--monitor val_accuracy or val_kappa, or a split with every class in val")
+    notes = []
+    cfg = TrainConfig(data=str(csv), task="auto", image_size=SIZE, out=str(tmp_path / "ok"), workers=1)
+    ds, _, _ = load_data(cfg, notes.append)
+    assert ds.classes == ["0", "1"]
+    assert f"note: {csv}: the val split has no image of class 1; its recall, the AUC and the balanced accuracy " \
+           "are not measured" in notes

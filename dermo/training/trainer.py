@@ -39,8 +39,10 @@ class TrainingError(DermoError, RuntimeError):
 
 def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_batches, num_classes: int,
                    resume_state: dict | None = None) -> list:
+    # the best weights come back from best.weights.h5 after fit (train_model), also in a resumed process, where
+    # Keras' own restore_best_weights would only know the epochs since the resume
     early = keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience,
-                                          mode="max", restore_best_weights=True, verbose=1)
+                                          mode="max", restore_best_weights=False, verbose=1)
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                                 min_lr=1e-4, verbose=1)
     return [
@@ -48,8 +50,8 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
         NaNGuard(),
         PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),
         ValidationMetrics(val_batches, num_classes),      # before every callback that reads its numbers
+        plateau,            # before the log: it adds the epoch's learning_rate (then maybe lowers it for the next)
         keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=resume_state is not None),
-        plateau,
         early,
         # last: restores the two above after their own on_train_begin reset; saves after they updated
         RunCheckpoint(run_dir, [early, plateau], monitor=cfg.monitor, best_name=runs.BEST_WEIGHTS,
@@ -87,6 +89,7 @@ def prepare_run_dir(cfg: TrainConfig, worker: Worker = SINGLE) -> Path:
 def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list, list]:
     ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
                       cfg.group_column, meta_column_list(cfg.meta_columns))
+    check_classes_present(cfg, ds, log)
     duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
     record_split(run_dir or cfg.run_dir, ds, cfg.resume)           # split.csv, also for interrupted runs
     if duplicates:
@@ -105,6 +108,26 @@ def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list,
         raise TrainingError(f"{cfg.data}: no usable {'training' if not train_items else 'validation'} "
                             "images left")
     return ds, train_items, val_items
+
+
+EVERY_CLASS_MONITORS = ("val_auc", "val_balanced_accuracy")    # undefined or misleading without every class
+
+
+def check_classes_present(cfg: TrainConfig, ds: Dataset, log=print) -> None:
+    """A class without training images cannot be learnt (refused); one without validation images is said in a
+    note, and refused with a monitor that needs every class (AUC is undefined, balanced accuracy ignores it)."""
+    for split in ("train", "val"):
+        counts = np.bincount([s.label for s in ds.split(split)], minlength=ds.num_classes)
+        absent = [c for c, n in zip(ds.classes, counts) if n == 0]
+        if not absent:
+            continue
+        what = f"{cfg.data}: the {split} split has no image of class {', '.join(absent)}"
+        if split == "train":
+            raise TrainingError(f"{what}; every class needs training images")
+        if cfg.monitor in EVERY_CLASS_MONITORS:
+            raise TrainingError(f"{what}, so --monitor {cfg.monitor} is undefined; use --monitor val_accuracy or "
+                                "val_kappa, or a split with every class in val")
+        log(f"note: {what}; its recall, the AUC and the balanced accuracy are not measured")
 
 
 def fit_meta(cfg: TrainConfig, ds: Dataset, train_items: list, log=print) -> MetaEncoding | None:
@@ -198,6 +221,11 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
         raise TrainingError(guard.message)
     if (run_dir / runs.BEST_WEIGHTS).exists():
         model.load_weights(run_dir / runs.BEST_WEIGHTS)
+        history = pd.read_csv(run_dir / runs.HISTORY)
+        if cfg.monitor in history and history[cfg.monitor].notna().any():
+            best = history.loc[history[cfg.monitor].idxmax()]
+            log(f"restored the weights of the best epoch, {int(best['epoch']) + 1} of {len(history)} "
+                f"({cfg.monitor} {best[cfg.monitor]:.4f})")
     runtime = {"backend": keras.backend.backend(), "devices": devices, "jit_compile_used": jit,
                "replicas": strategy.num_replicas_in_sync, "precision": keras.mixed_precision.global_policy().name}
     finish_run(cfg, run_dir, model, ds, time.time() - start, log, class_weights, runtime)
