@@ -1,7 +1,6 @@
 """The one error type users see, and the wrapper that turns it into a one-line message."""
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -12,10 +11,13 @@ class DermoError(Exception):
 def run_cli(fn, prog: str) -> int:
     """Call fn(); a DermoError or Ctrl-C becomes one line on stderr and exit status 2 (130 for Ctrl-C).
 
-    The CLIs import TensorFlow lazily, inside fn: its start-up INFO lines (CUDA probing, oneDNN, CPU
-    features) are silenced here so that an error really is the one line on stderr (set
-    TF_CPP_MIN_LOG_LEVEL=0 to see them)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    The CLIs import TensorFlow lazily, inside fn: its start-up lines (CUDA probing, oneDNN, CPU features) and
+    the library log lines a user cannot act on are silenced here (dermo.console), so that an error really is the
+    one line on stderr (set TF_CPP_MIN_LOG_LEVEL=0 to see TensorFlow's)."""
+    from dermo.console import quiet_backend_logs, quiet_python_logs
+
+    quiet_backend_logs()
+    quiet_python_logs()
     try:
         return fn()
     except DermoError as e:

@@ -63,7 +63,7 @@ def tiny_run(tmp_path_factory):
     --backbone B4` (bcc/mel/scc, focal loss) from scratch at 64 px, 2 epochs of 27 generated images, with
     --class-weight balanced and --monitor val_balanced_accuracy. Returns the run folder; treat it as
     read-only (write evaluations elsewhere with --out)."""
-    import train
+    from dermo.training import cli as train
     from dermo.data.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("tiny-run")
@@ -79,7 +79,7 @@ def tiny_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_eval(tiny_run, tmp_path_factory):
     """`evaluate.py --run` of tiny_run (its 9 val images), written outside the run folder; read-only."""
-    import evaluate
+    from dermo.evaluation import cli as evaluate
 
     out = tmp_path_factory.mktemp("tiny-eval")
     assert evaluate.main(["--run", str(tiny_run), "--out", str(out)]) == 0

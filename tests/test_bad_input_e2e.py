@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from conftest import one_line_error
 
-import ensemble
-import evaluate
-import train
+from dermo.evaluation import ensemble
+from dermo.evaluation import cli as evaluate
+from dermo.training import cli as train
 from dermo.data.datasets import load_dataset
 from dermo.data.imageio import write_png
 from dermo.data.synthetic import write_dataset
@@ -141,12 +141,12 @@ def test_train_stops_at_the_first_broken_file_with_one_line(bad, tmp_path, capsy
     out = tmp_path / "run"
     err = one_line_error(capsys, train.main, ["--data", bad["data"], "--task", "binary", "--image-size", SIZE,
                                               "--weights", "none", "--epochs", 1, "--allow-duplicates",
-                                              "--out", out], "train.py")
+                                              "--out", out], "dermo train")
     assert err.startswith(f"{path}: {problem}")
     assert not (out / runs.HISTORY).exists() and not (out / runs.BACKUP_DIR).exists()
     # a CSV row naming a missing file stops it the same way, before any preprocessing
     err = one_line_error(capsys, train.main, ["--data", bad["csv"], "--image-size", SIZE, "--weights", "none",
-                                              "--out", tmp_path / "csv-run"], "train.py")
+                                              "--out", tmp_path / "csv-run"], "dermo train")
     assert err == f"{bad['data'] / 'val' / 'others' / 'gone_mask.png'}: {CSV_ONLY['gone_mask.png']}"
 
 
@@ -154,13 +154,13 @@ def test_train_as_a_command_prints_exactly_one_line(bad, tmp_path):
     """The one subprocess: what a user sees — no TensorFlow start-up chatter, no libpng/libjpeg warnings
     from the decoders, no traceback; exit status 2."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(bad["data"]),
+    proc = subprocess.run([sys.executable, str(ROOT / "dermo train"), "--data", str(bad["data"]),
                            "--task", "binary", "--image-size", str(SIZE), "--weights", "none",
                            "--allow-duplicates", "--out", str(tmp_path / "run")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     path, problem = first_broken(load_dataset(bad["data"], "binary").train)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.splitlines() == [f"train.py: error: {path}: {problem} (data ends early)"]
+    assert proc.stderr.splitlines() == [f"dermo train: error: {path}: {problem} (data ends early)"]
 
 
 @pytest.mark.slow
@@ -187,7 +187,7 @@ def test_evaluate_labelled_data_error_then_skip(bad, model_files, tmp_path, caps
     model = model_files[0]
     path, problem = first_broken(load_dataset(bad["data"], "binary").val)
     argv = ["--model", model, "--task", "binary", "--data", bad["data"], "--out", tmp_path / "eval"]
-    assert one_line_error(capsys, evaluate.main, argv, "evaluate.py").startswith(f"{path}: {problem}")
+    assert one_line_error(capsys, evaluate.main, argv, "dermo evaluate").startswith(f"{path}: {problem}")
     assert not (tmp_path / "eval").exists()
     assert evaluate.main([str(a) for a in argv + ["--on-bad-image", "skip"]]) == 0
     cap = capsys.readouterr()
@@ -217,7 +217,7 @@ def test_evaluate_csv_with_bad_rows_writes_only_its_own_files(bad, model_files, 
 def test_predicting_a_folder_of_images_error_then_skip(bad, model_files, tmp_path, capsys):
     folder = bad["data"] / "train"
     argv = ["--model", model_files[0], "--task", "binary", "--images", folder, "--out", tmp_path / "pred"]
-    err = one_line_error(capsys, evaluate.main, argv, "evaluate.py")
+    err = one_line_error(capsys, evaluate.main, argv, "dermo evaluate")
     assert err.startswith(f"{folder / 'nevus' / 'clip.png'}: truncated image file")
     assert evaluate.main([str(a) for a in argv + ["--on-bad-image", "skip"]]) == 0
     cap = capsys.readouterr()
@@ -234,7 +234,7 @@ def test_predicting_a_folder_of_images_error_then_skip(bad, model_files, tmp_pat
 def test_ensemble_error_then_skip(bad, model_files, tmp_path, capsys):
     path, problem = first_broken(load_dataset(bad["data"], "binary").val)
     argv = ["--models", *model_files, "--task", "binary", "--data", bad["data"], "--out", tmp_path / "ens"]
-    assert one_line_error(capsys, ensemble.main, argv, "ensemble.py").startswith(f"{path}: {problem}")
+    assert one_line_error(capsys, ensemble.main, argv, "dermo ensemble").startswith(f"{path}: {problem}")
     assert not (tmp_path / "ens").exists()
     assert ensemble.main([str(a) for a in argv + ["--on-bad-image", "skip"]]) == 0
     cap = capsys.readouterr()
@@ -261,12 +261,21 @@ def test_models_with_code_or_garbage_are_refused(bad, tmp_path, capsys):
         path = tmp_path / f"lambda{suffix}"
         lam.save(path)
         err = one_line_error(capsys, ensemble.main, ["--models", path, "--task", "binary",
-                                                     "--data", bad["data"], "--out", out], "ensemble.py")
+                                                     "--data", bad["data"], "--out", out], "dermo ensemble")
         assert err.startswith(f"refusing to load {path}: it contains Python code (Lambda layer)")
-    for main, argv, prog in ((evaluate.main, ["--model", garbage, "--task", "binary"], "evaluate.py"),
-                             (ensemble.main, ["--models", garbage, "--task", "binary"], "ensemble.py")):
+    for main, argv, prog in ((evaluate.main, ["--model", garbage, "--task", "binary"], "dermo evaluate"),
+                             (ensemble.main, ["--models", garbage, "--task", "binary"], "dermo ensemble")):
         err = one_line_error(capsys, main, argv + ["--data", bad["data"], "--out", out], prog)
         assert err.startswith(f"{garbage}: not a readable Keras model")
+    inputs = keras.Input((64, 64, 3))          # a readable first member: every member loads before any predicts
+    good = tmp_path / "good.keras"
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(inputs))).save(good)
+    rc = ensemble.main([str(a) for a in ["--models", good, garbage, "--task", "binary", "--data", bad["data"],
+                                         "--on-bad-image", "skip", "--out", out]])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.err.startswith(f"dermo ensemble: error: {garbage}: not a readable Keras model")
+    assert "images at" not in cap.out and "skipped by" not in cap.out       # the first member predicted nothing
     assert not out.exists()
 
 

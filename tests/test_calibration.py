@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from conftest import fake_run, one_line_error, random_classifier
 
-import ensemble
-import evaluate
+from dermo.evaluation import ensemble
+from dermo.evaluation import cli as evaluate
 from dermo import metrics
 from dermo.data.datasets import load_dataset
 from dermo.data.synthetic import write_dataset
@@ -78,6 +78,9 @@ def test_evaluate_reports_calibrated_probabilities_after_calibrate(calibrated):
     assert m["log_loss"] == pytest.approx(metrics.calibration_metrics(y, expected)["nll"], abs=1e-6)
     report = (run / "eval-val" / "report.txt").read_text()
     assert f"T = {t:g}" in report and "ECE" in report
+    fitted = json.loads((run / "eval-val" / "metrics.json").read_text())     # the --calibrate evaluation itself:
+    for key, name in (("ece", "ece"), ("brier", "brier"), ("log_loss", "nll")):   # its numbers are the "after"
+        assert fitted[key] == pytest.approx(fitted["calibration"]["after"][name], abs=1e-6), key
     assert (run / "eval-val" / "reliability.png").stat().st_size > 0
 
 
@@ -102,18 +105,20 @@ def test_predictor_and_ensemble_use_the_temperature_and_cams_do_not_change(calib
 def test_calibrate_refuses_anything_but_a_runs_val_split(calibrated, capsys, extra, fix):
     argv = ["--run", calibrated["run"], "--calibrate", "--out", calibrated["root"] / "refused"]
     msg = one_line_error(capsys, evaluate.main, argv + [calibrated["data"] if a == "DATA" else a for a in extra],
-                         "evaluate.py")
+                         "dermo evaluate")
     assert "--calibrate" in msg and fix in msg
     assert not (calibrated["root"] / "refused").exists()
 
 
 def test_calibrate_refuses_a_bare_model_file(calibrated, capsys):
-    argv = ["--model", calibrated["run"] / "model.keras", "--task", "binary", "--data", calibrated["data"],
-            "--calibrate"]
-    assert "--run" in one_line_error(capsys, evaluate.main, argv, "evaluate.py")
+    import shutil
+
+    bare = shutil.copy(calibrated["run"] / "model.keras", calibrated["root"] / "bare.keras")   # in no run folder
+    argv = ["--model", bare, "--task", "binary", "--images", calibrated["data"], "--calibrate"]
+    assert "--run" in one_line_error(capsys, evaluate.main, argv, "dermo evaluate")
 
 
 def test_calibrate_refuses_a_cross_validation_folder_with_the_recipe(tmp_path, capsys):
     (tmp_path / "folds.csv").write_text("path,label,mask,fold\n")         # what makes a folder a CV folder
-    msg = one_line_error(capsys, evaluate.main, ["--run", tmp_path, "--calibrate"], "evaluate.py")
+    msg = one_line_error(capsys, evaluate.main, ["--run", tmp_path, "--calibrate"], "dermo evaluate")
     assert "oof.csv" in msg and "store_temperature" in msg and "fold-k" in msg

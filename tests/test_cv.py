@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 from conftest import one_line_error
 
-import ensemble
-import evaluate
+from dermo.evaluation import ensemble
+from dermo.evaluation import cli as evaluate
 from dermo.data.datasets import Sample
 from dermo.data.groups import stratified_folds
 from dermo.data.manifest import DataError
 from dermo.data.synthetic import write_dataset
 from dermo.experiments import cv
+from dermo.run.folder import FOLDS_CSV
 from dermo.training import trainer
 
 
@@ -52,7 +53,7 @@ def test_folds_are_stratified_seeded_and_keep_groups_apart():
 
 
 def test_every_image_is_predicted_out_of_fold_exactly_once(done):
-    folds = pd.read_csv(done.out / cv.FOLDS_CSV)
+    folds = pd.read_csv(done.out / FOLDS_CSV)
     oof = pd.read_csv(done.out / cv.OOF_CSV)
     assert sorted(oof["path"]) == sorted(str(p) for p in done.images) == sorted(folds["path"])
     merged = oof.merge(folds[["path", "fold"]], on="path", suffixes=("", "_assigned"))
@@ -91,7 +92,7 @@ def test_rerun_reuses_finished_folds(done, monkeypatch):
 
 def test_other_folds_in_the_same_folder_are_refused(done, capsys):
     err = one_line_error(capsys, cv.main, ["--folds", "3", "--data", done.csv, "--task", "binary", "--weights",
-                                           "none", "--image-size", "64", "--out", done.out], "dermo.cv")
+                                           "none", "--image-size", "64", "--out", done.out], "dermo cv")
     assert "made from other data or options" in err
 
 
@@ -104,5 +105,5 @@ def test_fold_models_score_a_held_out_set_as_one_ensemble(done, tmp_path, capsys
                           str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["accuracy"] == pytest.approx(m["accuracy"])
     capsys.readouterr()
-    err = one_line_error(capsys, ensemble.main, ["--models", done.out], "ensemble.py")
+    err = one_line_error(capsys, ensemble.main, ["--models", done.out], "dermo ensemble")
     assert "none is held out" in err and "--data" in err

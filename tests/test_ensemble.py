@@ -11,8 +11,8 @@ import pytest
 from conftest import fake_run, random_classifier
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-import ensemble
-import evaluate
+from dermo.evaluation import ensemble
+from dermo.evaluation import cli as evaluate
 from dermo.data.synthetic import write_dataset
 
 BIN = ["nevus", "others"]

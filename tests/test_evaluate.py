@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from conftest import fake_run, random_classifier
 
-import evaluate
+from dermo.evaluation import cli as evaluate
+from dermo.evaluation import scoring
 from dermo.data.datasets import load_dataset
 from dermo.data.synthetic import write_dataset
 from dermo.evaluation.sources import resolve_source
@@ -196,15 +197,15 @@ def test_run_folder_defaults_and_data_override(kit, keras_eval, capsys):
     assert sorted(p.name for p in run.iterdir()) == ["classes.json", "config.json", "eval-val", "model.keras"]
     source = resolve_source(run)
     args = evaluate.parse_args(["--run", str(run), "--images", "x"])
-    assert evaluate.default_out(args, source) == run / "predict-x"
+    assert scoring.default_out(args, source) == run / "predict-x"
     args = evaluate.parse_args(["--model", str(kit["h5"]), "--task", "binary", "--data", "d/held.csv",
                                 "--split", "train"])
     h5 = resolve_source(kit["h5"], "binary")
-    assert evaluate.default_out(args, h5) == kit["root"] / "eval-held-train"
-    assert evaluate.default_out(args, h5, whole=True) == kit["root"] / "eval-held"
+    assert scoring.default_out(args, h5) == kit["root"] / "eval-held-train"
+    assert scoring.default_out(args, h5, whole=True) == kit["root"] / "eval-held"
     # never another evaluation's folder: the run's eval-val exists now, so the next default is eval-val-2
     notes = []
-    assert evaluate.default_out(evaluate.parse_args(["--run", str(run)]), source, log=notes.append) == \
+    assert scoring.default_out(evaluate.parse_args(["--run", str(run)]), source, log=notes.append) == \
         run / "eval-val-2"
     assert notes == [f"note: {run / 'eval-val'} exists; writing {run / 'eval-val-2'} (name a folder with --out "
                      "to replace it)"]

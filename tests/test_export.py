@@ -25,11 +25,11 @@ from dermo.predict import Predictor
 from dermo.predict.cams import predict_with_cams
 from dermo.run.config import TrainConfig
 from dermo.run.contract import read_contract, update_contract
-from dermo.training.trainer import model_contract
+from dermo.training.finish import model_contract
 
 CLASSES = ["bcc", "mel", "scc"]
 T = 2.5
-PROG = "python -m dermo.export"
+PROG = "dermo export"
 
 
 @pytest.fixture(scope="module")

@@ -59,19 +59,19 @@ def test_encoding_round_trips_through_config_and_contract(tmp_path):
 
 
 def test_absent_metadata_column_is_one_line(tmp_path, capsys):
-    import train
+    from dermo.training import cli as train
 
     csv = _meta_csv(tmp_path, n=8)
     base = ["--data", csv, "--task", "binary", "--image-size", "64", "--weights", "none", "--epochs", "1"]
     msg = one_line_error(capsys, train.main, base + ["--meta-columns", "age_approx,site", "--out",
-                                                     tmp_path / "r1"], "train.py")
+                                                     tmp_path / "r1"], "dermo train")
     assert str(csv) in msg and "'site'" in msg and "--meta-columns" in msg
     msg = one_line_error(capsys, train.main, base + ["--meta-columns", " , ", "--out", tmp_path / "r2"],
-                         "train.py")
+                         "dermo train")
     assert "--meta-columns" in msg
     folder = tmp_path / "syn"
     msg = one_line_error(capsys, train.main, ["--data", folder, "--task", "binary", "--image-size", "64",
-                                              "--meta-columns", "age_approx", "--out", tmp_path / "r3"], "train.py")
+                                              "--meta-columns", "age_approx", "--out", tmp_path / "r3"], "dermo train")
     assert str(folder) in msg and "CSV" in msg
 
 
@@ -120,7 +120,7 @@ def test_meta_run_records_encoding_and_values(meta_run):
 
 
 def test_in_memory_reloaded_and_evaluate_agree(meta_run, tmp_path):
-    import evaluate
+    from dermo.evaluation import cli as evaluate
     from dermo.model.network import inference_model
     from dermo.predict import Predictor
 
@@ -179,18 +179,18 @@ def test_export_refuses_a_metadata_model_in_one_line(meta_run, capsys):
     from dermo.export.cli import main
 
     run_dir, _, _ = meta_run
-    msg = one_line_error(capsys, main, ["--run", run_dir, "--format", "savedmodel"], "python -m dermo.export")
+    msg = one_line_error(capsys, main, ["--run", run_dir, "--format", "savedmodel"], "dermo export")
     assert str(run_dir) in msg and "age_approx, sex" in msg
 
 
 def test_evaluate_data_csv_without_a_metadata_column_is_one_line(meta_run, tmp_path, capsys):
-    import evaluate
+    from dermo.evaluation import cli as evaluate
 
     run_dir, _, csv = meta_run
     held = pd.read_csv(csv, dtype=str).drop(columns="sex")
     held.to_csv(tmp_path / "held.csv", index=False)
     msg = one_line_error(capsys, evaluate.main, ["--run", run_dir, "--data", tmp_path / "held.csv", "--split",
-                                                 "train", "--out", tmp_path / "ev"], "evaluate.py")
+                                                 "train", "--out", tmp_path / "ev"], "dermo evaluate")
     assert str(tmp_path / "held.csv") in msg and "'sex'" in msg
 
 
@@ -200,6 +200,6 @@ def test_cv_with_an_absent_metadata_column_is_one_line_naming_the_csv(tmp_path, 
     csv = _meta_csv(tmp_path, n=8)
     msg = one_line_error(capsys, main, ["--folds", "2", "--data", csv, "--task", "binary", "--image-size", "64",
                                         "--weights", "none", "--meta-columns", "age_approx,site",
-                                        "--out", tmp_path / "cv"], "dermo.cv")
+                                        "--out", tmp_path / "cv"], "dermo cv")
     assert str(csv) in msg and "'site'" in msg
     assert not (tmp_path / "cv").exists()                  # refused before any fold was written

@@ -69,7 +69,7 @@ DRIVER = textwrap.dedent("""
     import keras
     keras.config.disable_traceback_filtering()
     import numpy as np
-    import train
+    from dermo.training import cli as train
     from dermo.training import trainer
     from dermo.training.trainer import train_model
     build = trainer.build_model

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-import train
+from dermo.training import cli as train
 from dermo.data.synthetic import write_dataset
 from dermo.model import objective
 from dermo.model.cam_model import LossConfig

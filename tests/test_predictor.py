@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import random_classifier
 
-import evaluate
+from dermo.evaluation import cli as evaluate
 from dermo.data.imageio import read_image
 from dermo.data.synthetic import write_dataset
 from dermo.predict import Predictor
@@ -112,3 +112,6 @@ def test_model_without_hair_removal_is_evaluated_without_it(tmp_path, capsys):
     model.save(tmp_path / "plain.keras")                                  # no contract, no classes given
     with pytest.raises(PredictError, match="records no class names"):
         Predictor.from_model(tmp_path / "plain.keras")
+    (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 not a zip")          # as evaluate says it
+    with pytest.raises(PredictError, match=r"corrupt.keras: not a readable Keras model \(BadZipFile"):
+        Predictor.from_model(tmp_path / "corrupt.keras")

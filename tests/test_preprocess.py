@@ -190,7 +190,7 @@ def test_cli_bad_image_is_one_error_line(tmp_path, capsys, name):
     code, _, err = run_cli(capsys, inp, tmp_path / "out", "--size", 64, "--workers", 1,
                            "--cache-dir", tmp_path / "c")
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("error: ") and name in err
+    assert err.count("\n") == 1 and err.startswith("dermo preprocess: error: ") and name in err
 
 
 def test_cli_skip_bad_images(tmp_path, capsys):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from conftest import fake_run, one_line_error, random_classifier
 
-import ensemble
-import evaluate
+from dermo.evaluation import ensemble
+from dermo.evaluation import cli as evaluate
 from dermo.data.datasets import load_dataset
 from dermo.data.synthetic import write_dataset
 from dermo.run import splits
@@ -70,7 +70,7 @@ def test_evaluate_run_scores_exactly_the_split_csv_rows(kit, tmp_path, capsys):
 
 
 def test_evaluate_refuses_other_data_the_run_trained_on(kit, tmp_path, capsys):
-    err = one_line_error(capsys, evaluate.main, ["--run", kit["b"], "--data", kit["data"]], "evaluate.py")
+    err = one_line_error(capsys, evaluate.main, ["--run", kit["b"], "--data", kit["data"]], "dermo evaluate")
     assert err == (f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2; same path, same "
                    "content or same group); evaluate on held-out images, or pass --split train to score training "
                    "images on purpose, or pass --drop-training-images to score the rest")
@@ -81,7 +81,7 @@ def test_evaluate_refuses_other_data_the_run_trained_on(kit, tmp_path, capsys):
 
 def test_evaluate_without_options_takes_the_newest_run(kit, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    err = one_line_error(capsys, evaluate.main, [], "evaluate.py")
+    err = one_line_error(capsys, evaluate.main, [], "dermo evaluate")
     assert err.startswith(f"no finished run under {tmp_path / 'runs'}") and "--run RUN" in err
     for name, stamp in (("old", 1_000_000), ("new", 2_000_000)):
         shutil.copytree(kit["a"], tmp_path / "runs" / name)
@@ -104,12 +104,12 @@ def test_ensemble_of_model_files_in_run_folders_needs_no_data(kit, tmp_path, cap
 
 
 def test_ensemble_refuses_members_scored_on_their_training_images(kit, tmp_path, capsys):
-    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"] / "model.keras"], "ensemble.py")
+    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"] / "model.keras"], "dermo ensemble")
     assert err.startswith(f"{kit['a'] / splits.SPLIT_CSV}: 2 of the 6 val images were used in training "
                           f"({kit['b'] / 'model.keras'}: 2; same path, same content or same group); members must be scored on "
                           "images none of them")
     err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["b"], "--data", kit["data"]],
-                         "ensemble.py")
+                         "dermo ensemble")
     assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2;")
     out = tmp_path / "held"
     run(capsys, ensemble.main, "--models", kit["a"], kit["b"], "--data", kit["held"], "--out", out)
@@ -117,11 +117,11 @@ def test_ensemble_refuses_members_scored_on_their_training_images(kit, tmp_path,
 
 
 def test_ensemble_without_data_one_line_errors(kit, capsys):
-    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["c"] / "model.keras"], "ensemble.py")
+    err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["c"] / "model.keras"], "dermo ensemble")
     assert err.startswith("the models were trained on different data (") and "pass --data DIR|CSV" in err
     assert str(kit["data"]) in err and str(kit["held"]) in err
     err = one_line_error(capsys, ensemble.main, ["--models", kit["a"], kit["root"] / "bare.keras"],
-                         "ensemble.py")
+                         "dermo ensemble")
     assert err == (f"{kit['root'] / 'bare.keras'}: not in a run folder (no config.json beside it), so there is "
                    "no data to take; pass --data DIR|CSV")
 
@@ -135,10 +135,10 @@ def test_model_file_inside_a_run_folder_is_that_runs_model(kit, tmp_path, capsys
     assert (pd.read_csv(tmp_path / "as-model" / "predictions.csv")
             .equals(pd.read_csv(tmp_path / "as-run" / "predictions.csv")))
     err = one_line_error(capsys, evaluate.main, ["--model", kit["b"] / "model.keras", "--data", kit["data"]],
-                         "evaluate.py")
+                         "dermo evaluate")
     assert err.startswith(f"{kit['data']}: 2 of the 6 val images were used in training ({kit['b']}: 2;")
     err = one_line_error(capsys, evaluate.main, ["--model", kit["root"] / "bare.keras", "--task", "binary"],
-                         "evaluate.py")
+                         "dermo evaluate")
     assert err.startswith(f"{kit['root'] / 'bare.keras'}: not inside a run folder")
 
 
@@ -167,7 +167,7 @@ def test_copies_and_lesion_mates_of_training_images_are_refused_or_dropped(group
     """A data set without a split is scored whole (4 images, not a 20 % draw); a copy of a training image under
     another name and another photo of a training lesion are refused in one line, or dropped and counted."""
     g, csv = grouped_run
-    err = one_line_error(capsys, evaluate.main, ["--run", g, "--data", csv], "evaluate.py")
+    err = one_line_error(capsys, evaluate.main, ["--run", g, "--data", csv], "dermo evaluate")
     assert err.startswith(f"{csv}: 2 of the 4 images were used in training ({g}: 2; same path, same content or "
                           "same group)") and err.endswith("--drop-training-images to score the rest")
     out = run(capsys, evaluate.main, "--run", g, "--data", csv, "--drop-training-images")
@@ -178,7 +178,7 @@ def test_copies_and_lesion_mates_of_training_images_are_refused_or_dropped(group
     assert not (g / "eval-val").exists()                          # the run's own evaluation is not touched
     out = run(capsys, evaluate.main, "--run", g, "--data", csv, "--drop-training-images")
     assert f"writing {g / 'eval-scoring-2'}" in out and (g / "eval-scoring-2" / "metrics.json").exists()
-    err = one_line_error(capsys, ensemble.main, ["--models", g, kit_pair(g), "--data", csv], "ensemble.py")
+    err = one_line_error(capsys, ensemble.main, ["--models", g, kit_pair(g), "--data", csv], "dermo ensemble")
     assert err.startswith(f"{csv}: 2 of the 4 images were used in training ({g}: 2, ")
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import one_line_error
 
-import train
+from dermo.training import cli as train
 from dermo.data import duplicates
 from dermo.data.datasets import DataError, load_dataset
 from dermo.data.synthetic import write_dataset
@@ -114,7 +114,7 @@ def test_duplicates_across_train_and_val_stop_training_before_preprocessing(tmp_
     (data / "val" / "others" / "again.jpg").write_bytes(src.read_bytes())
     argv = ["--data", data, "--task", "binary", "--image-size", SIZE, "--weights", "none", "--epochs", 1,
             "--cache-dir", tmp_path / "cache", "--out", tmp_path / "run"]
-    err = one_line_error(capsys, train.main, argv, "train.py")
+    err = one_line_error(capsys, train.main, argv, "dermo train")
     assert err == (f"{data}: 1 exact duplicate image pair(s) across train and val (same bytes; train = val: "
                    f"train/nevus/{src.name} = val/others/again.jpg); remove the copies or keep each on one side "
                    "(--group-column), or pass --allow-duplicates")
@@ -125,7 +125,7 @@ def test_duplicates_across_train_and_val_stop_training_before_preprocessing(tmp_
     # allowed: the run goes on to preprocessing (stopped there by a broken file, so nothing trains), and its
     # split.csv was written first, as for any interrupted run
     (data / "val" / "nevus" / "broken.jpg").write_bytes(b"not a jpeg")
-    err = one_line_error(capsys, train.main, argv + ["--allow-duplicates"], "train.py")
+    err = one_line_error(capsys, train.main, argv + ["--allow-duplicates"], "dermo train")
     assert "broken.jpg" in err and (tmp_path / "cache").exists()
     written = pd.read_csv(tmp_path / "run" / splits.SPLIT_CSV, keep_default_na=False)
     assert list(written.columns) == ["path", "label", "split", "mask", "digest"]
@@ -142,7 +142,7 @@ def test_duplicates_across_train_and_val_stop_training_before_preprocessing(tmp_
 def test_group_column_on_a_folder_is_refused_before_anything_is_written(tmp_path, capsys):
     _img(tmp_path / "data" / "a" / "x.png", 1)
     err = one_line_error(capsys, train.main, ["--data", tmp_path / "data", "--group-column", "lesion",
-                                              "--out", tmp_path / "run"], "train.py")
+                                              "--out", tmp_path / "run"], "dermo train")
     assert err.startswith("--group-column lesion: groups need a CSV manifest") and str(tmp_path / "data") in err
     assert not (tmp_path / "run").exists()
 

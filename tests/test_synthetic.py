@@ -174,11 +174,11 @@ def test_cli_in_process(tmp_path, capsys):
     assert line.count("\n") == 0 and "wrote 9 synthetic multiclass images" in line and "6 train / 3 val" in line
     assert synthetic.main([str(tmp_path / "x"), "--n", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error:") and "at least 4" in err
+    assert err.count("\n") == 0 and err.startswith("dermo synthetic: error:") and "at least 4" in err
 
 
 def test_cli_module_entry_point(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dermo.synthetic", str(tmp_path / "m"), "--n", "4", "--size", "32",
+    r = subprocess.run([sys.executable, "-m", "dermo", "synthetic", str(tmp_path / "m"), "--n", "4", "--size", "32",
                         "--seed", "3"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "wrote 4 synthetic binary images" in r.stdout

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import train
+from dermo.training import cli as train
 from conftest import HISTORY_COLUMNS, RUN_FILES, kill_after_first_epoch
 from dermo.data.synthetic import write_dataset
 from dermo.run import folder as runs
@@ -105,7 +105,7 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path, capsys)
     (reproducibility, and weights/optimizer/centres/LR/early-stopping state carried over); the resumed process
     names the best epoch of the whole run (history.csv's), whose weights the saved model holds."""
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data64, out)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "dermo train"), *train_args(data64, out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     kill_after_first_epoch([proc], out)
     assert not (out / "model.keras").exists()
@@ -132,7 +132,7 @@ def test_refuses_to_overwrite_and_resume_without_checkpoint(run_a, tmp_path, cap
 
 @pytest.mark.slow
 def test_segmentation_head_trains_and_evaluate_reports_dice(data64, tmp_path):
-    import evaluate
+    from dermo.evaluation import cli as evaluate
 
     out = tmp_path / "seg"
     assert train.main(train_args(data64, out, 1, "--head", "segmentation")) == 0

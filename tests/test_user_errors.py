@@ -8,9 +8,9 @@ import json
 import pytest
 from conftest import one_line_error
 
-import ensemble
-import evaluate
-import train
+from dermo.evaluation import ensemble
+from dermo.evaluation import cli as evaluate
+from dermo.training import cli as train
 from dermo.data.synthetic import write_dataset
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig
@@ -60,46 +60,68 @@ def test_train_option_mistakes_are_refused_before_anything_is_written(data, tmp_
                                                                         expected):
     extra = [e.format(tmp=tmp_path) for e in extra]
     out = tmp_path / "run"
-    err = one_line_error(capsys, train.main, tiny(data, out, *extra), "train.py")
+    err = one_line_error(capsys, train.main, tiny(data, out, *extra), "dermo train")
     assert expected.format(tmp=tmp_path) in err
     assert not out.exists(), "a refused option left a run folder behind"
 
 
 def test_train_task_data_mismatch_names_the_classes_and_the_fix(three_classes, tmp_path, capsys):
-    err = one_line_error(capsys, train.main, tiny(three_classes, tmp_path / "run"), "train.py")
+    err = one_line_error(capsys, train.main, tiny(three_classes, tmp_path / "run"), "dermo train")
     assert "task binary expects classes nevus, others but the data has a, b, c" in err
     assert "--task auto" in err
     assert not (tmp_path / "run" / runs.CONFIG).exists()
 
 
 def test_train_missing_data(tmp_path, capsys):
-    err = one_line_error(capsys, train.main, ["--out", tmp_path / "run"], "train.py")
+    err = one_line_error(capsys, train.main, ["--out", tmp_path / "run"], "dermo train")
     assert "--data is required (or --demo, or --resume --out RUN)" in err
-    err = one_line_error(capsys, train.main, tiny(tmp_path / "nowhere", tmp_path / "run"), "train.py")
+    err = one_line_error(capsys, train.main, tiny(tmp_path / "nowhere", tmp_path / "run"), "dermo train")
     assert f"{tmp_path / 'nowhere'}: data path not found" in err
 
 
 def test_train_resume_mistakes(data, tmp_path, capsys):
-    err = one_line_error(capsys, train.main, ["--resume", "--data", data], "train.py")
+    err = one_line_error(capsys, train.main, ["--resume", "--data", data], "dermo train")
     assert "--resume needs --out RUN" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     for out in (empty, tmp_path / "missing"):
-        err = one_line_error(capsys, train.main, ["--resume", "--out", out], "train.py")
+        err = one_line_error(capsys, train.main, ["--resume", "--out", out], "dermo train")
         assert f"{out}: nothing to resume" in err and "start without --resume" in err
     # a run that stopped before its first checkpoint
     started = tmp_path / "started"
     runs.write_json(started / runs.RESUME_CONFIG, {**json.loads(TrainConfig(data=str(data)).to_json()),
                                                    "image_size": SIZE, "weights": "none"})
-    err = one_line_error(capsys, train.main, ["--resume", "--out", started], "train.py")
+    err = one_line_error(capsys, train.main, ["--resume", "--out", started], "dermo train")
     assert f"{started}: nothing to resume (no backup/ checkpoint); start without --resume" in err
-    # a finished run: no ping-pong between "nothing to resume" and "already holds a run"
+    # a finished run without its last state: no ping-pong between "nothing to resume" and "already holds a run"
     (started / runs.CONFIG).write_text("{}")
-    err = one_line_error(capsys, train.main, ["--resume", "--out", started], "train.py")
-    assert "already finished" in err and f"evaluate.py --run {started}" in err and "another --out" in err
-    err = one_line_error(capsys, train.main, tiny(data, started), "train.py")
+    err = one_line_error(capsys, train.main, ["--resume", "--out", started], "dermo train")
+    assert "finished without keeping its last state" in err and f"dermo evaluate --run {started}" in err
+    assert "another --out" in err
+    err = one_line_error(capsys, train.main, tiny(data, started), "dermo train")
     assert "already holds a run; pass --resume to continue it or choose another --out" in err
     assert sorted(p.name for p in started.iterdir()) == [runs.CONFIG, runs.RESUME_CONFIG]
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_options_and_extends_a_finished_run(data, tmp_path, capsys):
+    """`--resume --out R --epochs 2 --image-size 128` on a 1-epoch run: --image-size differs from the run's (refused
+    in one line naming it, nothing trained); --epochs 2 alone trains the finished run one epoch longer, saying so."""
+    import pandas as pd
+
+    out = tmp_path / "run"
+    assert train.main([str(a) for a in tiny(data, out)]) == 0
+    capsys.readouterr()
+    err = one_line_error(capsys, train.main, ["--resume", "--out", out, "--epochs", 2, "--image-size", 128],
+                         "dermo train")
+    assert err == (f"{out}: --resume continues the run as it was started, and --image-size 128 (the run's: 64) "
+                   "differ from it; leave them out, or train anew with another --out")
+    err = one_line_error(capsys, train.main, ["--resume", "--out", out], "dermo train")
+    assert err.startswith(f"{out}: this run already finished (it trained all 1 epochs; pass --epochs N with N > 1)")
+    assert train.main(["--resume", "--out", str(out), "--epochs", "2"]) == 0
+    assert "extending the run: --epochs 1 -> 2" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [0, 1]
+    assert json.loads((out / runs.CONFIG).read_text())["epochs"] == 2
 
 
 # ---------------------------------------------------------------- evaluate.py / ensemble.py
@@ -116,45 +138,48 @@ def test_run_folder_without_config_json(data, tmp_path, capsys):
     notarun = tmp_path / "notarun"
     notarun.mkdir()
     (notarun / "model.keras").write_bytes(b"")
-    for main, argv, prog in ((evaluate.main, ["--run", notarun], "evaluate.py"),
-                             (ensemble.main, ["--models", notarun, "--data", data], "ensemble.py")):
+    for main, argv, prog in ((evaluate.main, ["--run", notarun], "dermo evaluate"),
+                             (ensemble.main, ["--models", notarun, "--data", data], "dermo ensemble")):
         err = one_line_error(capsys, main, argv, prog)
-        assert f"{notarun}: no config.json" in err and "train with train.py" in err
+        assert f"{notarun}: no config.json" in err and "train with dermo train" in err
     assert sorted(p.name for p in notarun.iterdir()) == ["model.keras"]
 
 
 def test_missing_model_file_in_an_ensemble(data, tmp_path, fake_model, capsys):
     err = one_line_error(capsys, ensemble.main,
-                         ["--models", fake_model, tmp_path / "gone.h5", "--data", data], "ensemble.py")
+                         ["--models", fake_model, tmp_path / "gone.h5", "--data", data], "dermo ensemble")
     assert f"{tmp_path / 'gone.h5'}: model file not found" in err
     err = one_line_error(capsys, ensemble.main, ["--models", tmp_path / "notes.txt", "--data", data],
-                         "ensemble.py")
+                         "dermo ensemble")
     assert "neither a run folder nor a .h5/.keras model file" in err
 
 
 def test_task_data_mismatch_in_evaluate_and_ensemble(three_classes, fake_model, tmp_path, capsys):
     out = tmp_path / "out"
     err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--data",
-                                                 three_classes, "--out", out], "evaluate.py")
+                                                 three_classes, "--out", out], "dermo evaluate")
     assert "task binary expects classes nevus, others but the data has a, b, c" in err
     err = one_line_error(capsys, ensemble.main, ["--models", fake_model, "--task", "binary", "--data",
-                                                 three_classes, "--out", out], "ensemble.py")
+                                                 three_classes, "--out", out], "dermo ensemble")
     assert "classes a, b, c differ from the models' (nevus, others)" in err
     assert not out.exists()
 
 
 def test_evaluate_source_mistakes(data, fake_model, tmp_path, capsys):
     err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--images", data / "val"],
-                         "evaluate.py")
+                         "dermo evaluate")
     assert "--images with --model needs --task binary|multiclass" in err
     err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--data",
-                                                 tmp_path / "nowhere"], "evaluate.py")
+                                                 tmp_path / "nowhere"], "dermo evaluate")
     assert f"{tmp_path / 'nowhere'}: data path not found" in err
     err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--images",
-                                                 tmp_path], "evaluate.py")
+                                                 tmp_path], "dermo evaluate")
     assert f"{tmp_path}: no images found" in err
+    err = one_line_error(capsys, evaluate.main, ["--model", fake_model, "--task", "binary", "--images",
+                                                 tmp_path / "nonexistent"], "dermo evaluate")
+    assert err == f"{tmp_path / 'nonexistent'}: not found"
     err = one_line_error(capsys, evaluate.main, ["--model", tmp_path, "--task", "binary", "--data", data],
-                         "evaluate.py")
+                         "dermo evaluate")
     assert "is a folder, not a model file (evaluate a run folder with --run)" in err
 
 
@@ -164,7 +189,7 @@ def test_a_val_split_without_a_class_is_said_and_refused_for_monitors_that_need_
     note. Labels 0/1 with an empty cell are read as the text classes '0' and '1' (not '0.0')."""
     import pandas as pd
 
-    from dermo.training.trainer import load_data
+    from dermo.training.inputs import load_data
 
     images = sorted(data.rglob("syn*.jpg"))
     labels = ["0" if "nevus" in p.parts else "1" for p in images]
@@ -175,7 +200,7 @@ def test_a_val_split_without_a_class_is_said_and_refused_for_monitors_that_need_
     frame.to_csv(csv, index=False)
     for monitor in ("val_auc", "val_balanced_accuracy"):
         err = one_line_error(capsys, train.main, tiny(csv, tmp_path / monitor, "--task", "auto", "--monitor",
-                                                      monitor), "train.py")
+                                                      monitor), "dermo train")
         assert err == (f"{csv}: the val split has no image of class 1, so --monitor {monitor} is undefined; use "
                        "--monitor val_accuracy or val_kappa, or a split with every class in val")
     notes = []

@@ -91,7 +91,7 @@ def _sigint_as_a_shell():
 def command(tiny_run, eval_copy):
     """`python -m dermo.viewer --run tiny_run --eval <copy> --port 0 --max-upload-mb 1` starting (the tests'
     own Predictor loads meanwhile); stopped when the module ends."""
-    argv = [sys.executable, "-m", "dermo.viewer", "--run", str(tiny_run), "--eval", str(eval_copy), "--port", "0",
+    argv = [sys.executable, "-m", "dermo", "view", "--run", str(tiny_run), "--eval", str(eval_copy), "--port", "0",
             "--max-upload-mb", str(LIMIT / MB), "--stop-after", "600"]
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_a_shell)
@@ -261,13 +261,13 @@ def test_bad_options_are_one_line(capsys, tiny_run, tmp_path):
     busy.listen()
     port = busy.getsockname()[1]
     try:
-        msg = one_line_error(capsys, cli.main, ["--run", tiny_run, "--port", port], "dermo.viewer")
+        msg = one_line_error(capsys, cli.main, ["--run", tiny_run, "--port", port], "dermo view")
     finally:
         busy.close()
     assert msg.startswith(f"--port {port}: already in use")
-    msg = one_line_error(capsys, cli.main, ["--run", tmp_path, "--port", 0], "dermo.viewer")
+    msg = one_line_error(capsys, cli.main, ["--run", tmp_path, "--port", 0], "dermo view")
     assert msg.startswith(f"{tmp_path}: neither a run folder")
-    msg = one_line_error(capsys, cli.main, ["--run", tiny_run, "--eval", tmp_path, "--port", 0], "dermo.viewer")
+    msg = one_line_error(capsys, cli.main, ["--run", tiny_run, "--eval", tmp_path, "--port", 0], "dermo view")
     assert msg.startswith(f"--eval {tmp_path}: no predictions.csv")
 
 
@@ -387,4 +387,4 @@ def test_ctrl_c_stops_the_command(url, command):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 0
     proc.stderr_drain.join(timeout=20)                   # it ends at the pipe's end, after the last line
-    assert "".join(proc.stderr_lines).strip().endswith("dermo.viewer: stopped")
+    assert "".join(proc.stderr_lines).strip().endswith("dermo view: stopped")

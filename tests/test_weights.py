@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import write_notop_weights
 
-import evaluate
+from dermo.evaluation import cli as evaluate
 from dermo.data.datasets import load_dataset
 from dermo.data.synthetic import write_dataset
 from dermo.model.backbones import IMAGENET_MEAN, IMAGENET_STD, normalization_layer

@@ -230,6 +230,10 @@ def load_dataset(data, task="auto", label_column="label", seed=0, val_fraction=0
 
 def unlabelled_samples(folder) -> list[Sample]:
     """Every image under `folder` (recursive) for prediction without labels."""
+    if not Path(folder).exists():
+        raise DataError(f"{folder}: not found")
+    if not Path(folder).is_dir():
+        raise DataError(f"{folder}: not a folder (--images takes a folder of images)")
     images = list_images(folder)
     if not images:
         raise DataError(f"{folder}: no images found")

@@ -1,5 +1,5 @@
 """Temperature scaling of a trained run (docs/method.md §7, §8): fit T on labelled predictions of the model's
-own (uncalibrated) probabilities and store it with the model, so that Predictor, evaluate.py, ensemble.py and
+own (uncalibrated) probabilities and store it with the model, so that Predictor, dermo evaluate, dermo ensemble and
 dermo.export all give softmax(log p / T).
 
     temperature_record(labels, raw_probs, fitted_on, tta)  fit T; {"temperature", "fitted_on", "n", "tta",
@@ -7,7 +7,7 @@ dermo.export all give softmax(log p / T).
     store_temperature(run_dir, record)   the record's T into the contract of model.keras and model.h5, and the
                                          whole record as "calibration" in config.json
 
-evaluate.py --calibrate fits on a run's val split; cross-validation can fit one T on its out-of-fold
+dermo evaluate --calibrate fits on a run's val split; cross-validation can fit one T on its out-of-fold
 predictions and store it in every fold's run with the same two calls.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _rounded(d: dict) -> dict:
 def temperature_record(labels, raw_probs, fitted_on: str, tta: int = 1) -> dict:
     """Fit a temperature on labelled raw probabilities (N,K) and report ECE, Brier and NLL before and after."""
     temperature = round(metrics.fit_temperature(labels, raw_probs), 6)      # the T stored is the T scored
-    after = metrics.apply_temperature(raw_probs, temperature)
+    after = metrics.apply_temperature(raw_probs, temperature).astype("float32")   # exactly what gets written
     return {"temperature": temperature, "fitted_on": fitted_on, "n": int(len(labels)),
             "tta": int(tta), "bins": BINS,
             "before": _rounded(metrics.calibration_metrics(labels, raw_probs)),

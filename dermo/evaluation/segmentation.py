@@ -1,4 +1,4 @@
-"""Lesion-mask quality of a run's segmentation head (train.py --head segmentation)."""
+"""Lesion-mask quality of a run's segmentation head (dermo train --head segmentation)."""
 from __future__ import annotations
 
 import numpy as np

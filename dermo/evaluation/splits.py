@@ -50,7 +50,7 @@ def _rebuilt(run: Run, on_bad: str):
 
 def recorded_samples(run: Run, split: str, on_bad: str, log=print) -> tuple[list[Sample], str, list[str]]:
     """(samples, data source, skipped lines): exactly the split.csv rows of `split`. A run trained before
-    split.csv existed has its split rebuilt from config.json, as evaluate.py always did (with a note)."""
+    split.csv existed has its split rebuilt from config.json, as dermo evaluate always did (with a note)."""
     samples = splits.split_samples(run.path, run.classes, split)
     if samples is not None:
         return samples, str(run.path / splits.SPLIT_CSV), []

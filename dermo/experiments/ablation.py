@@ -1,11 +1,11 @@
 """Loss-term ablation: train the loss grid on the same data and seed, evaluate each run, tabulate.
 
-    python -m dermo.ablation --task binary --data DATA --backbone B0 [--epochs N] --out runs/ablation
-    python -m dermo.ablation --demo --out runs/ablation            # demo data and demo training settings
-    python -m dermo.ablation ... --configs baseline,+center        # a subset of the grid
-    python -m dermo.ablation ... --seeds 0,1,2 --test clean=DATA --test flipped=DATA   # replicates, test sets
+    dermo ablation --task binary --data DATA --backbone B0 [--epochs N] --out runs/ablation
+    dermo ablation --demo --out runs/ablation            # demo data and demo training settings
+    dermo ablation ... --configs baseline,+center        # a subset of the grid
+    dermo ablation ... --seeds 0,1,2 --test clean=DATA --test flipped=DATA   # replicates, test sets
 
-Accepts every train.py option. Each configuration trains in OUT/<config>/ (dermo.training.train on the
+Accepts every `dermo train` option. Each configuration trains in OUT/<config>/ (dermo.training.train on the
 options with its loss weights overridden; the grid is dermo.experiments.grid) and is evaluated on the
 validation split (OUT/<config>/eval-val/). A run already trained is reused and one already evaluated is only
 read, so an interrupted ablation continues where it stopped (--resume is implied: a training cut off mid-way
@@ -22,23 +22,27 @@ from pathlib import Path
 
 import pandas as pd
 
+from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.ablation_report import METRICS, TIMES, markdown, plot_ablation
-from dermo.experiments.grid import CONFIGS, LOSS_FIELDS, import_script, ensure_run, plan, select_configs
+from dermo.experiments.grid import CONFIGS, LOSS_FIELDS, ensure_run, plan, select_configs
 from dermo.run.config import TrainConfig, add_train_arguments
 
 CSV, MARKDOWN, CHART = "ablation.csv", "ablation.md", "ablation.png"
+PROG = "dermo ablation"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dermo.ablation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
+    p = parser(prog, __doc__)
     p.add_argument("--demo", action="store_true", help="the demo data and demo training settings")
-    add_train_arguments(p)
+    add_train_arguments(p, out_help="the ablation folder: one run folder per configuration (seed-<s>/ inside with "
+                                    "--seeds), ablation.md / replicates.md (default: runs/ablation-<task>-<backbone>)")
     p.add_argument("--configs", help=f"comma-separated subset of: {', '.join(CONFIGS)} (default: all)")
-    p.add_argument("--seeds", help="comma-separated seeds: every configuration once per seed (mean ± sd)")
+    p.add_argument("--seeds", help="comma-separated seeds: every configuration once per seed, mean ± sd (default: "
+                                   "--seed only)")
     p.add_argument("--test", action="append", metavar="NAME=DATA",
-                   help="also score every run on this labelled folder/CSV, into RUN/eval-NAME/ (repeatable)")
+                   help="also score every run on this labelled folder/CSV, into RUN/eval-NAME/ (repeatable; "
+                        "default: none)")
     return p.parse_args(argv)
 
 
@@ -80,14 +84,16 @@ def ablation(base: TrainConfig, names: list[str], out, log=print) -> pd.DataFram
     return table
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
 
     def body() -> int:
         names = select_configs(args.configs)
         out = Path(args.out) if args.out else Path("runs") / f"ablation-{args.task}-{args.backbone.lower()}"
-        # every configuration continues by itself (--resume is implied and not train.py's single-run one)
-        base = import_script("train").resolve_config(argparse.Namespace(**{**vars(args), "resume": False}))
+        # every configuration continues by itself (--resume is implied and not dermo train's single-run one)
+        from dermo.training.cli import resolve_config
+
+        base = resolve_config(argparse.Namespace(**{**vars(args), "resume": False}))
         if args.seeds or args.test:
             from dermo.experiments import replicates
 
@@ -97,7 +103,7 @@ def main(argv=None) -> int:
             table = ablation(base, names, out)
         return 1 if table["error"].astype(bool).any() else 0
 
-    return run_cli(body, "dermo.ablation")
+    return run_cli(body, prog)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """Cross-validation: k stratified (group) folds, each a normal run folder, out-of-fold predictions, a table.
 
-    python -m dermo.cv --folds 5 --data DATA [--group-column COL] [any train.py option] --out OUT
-    python -m dermo.cv --folds 3 --demo --out runs/cv-demo       # the demo data and demo training settings
+    dermo cv --folds 5 --data DATA [--group-column COL] [any dermo train option] --out OUT
+    dermo cv --folds 3 --demo --out runs/cv-demo       # the demo data and demo training settings
 
 All labelled images of DATA (train and val alike) are dealt into k folds (seeded, stratified; with
 --group-column no lesion/patient id on two folds). Fold k's model never sees fold k before predicting it: it
 trains on an inner split of the other folds and selects its epoch (--monitor, best checkpoint, early stopping, LR
 schedule, BatchNorm re-estimation) on the inner validation part — a seeded stratified (grouped) split of
---val-fraction of those folds — in OUT/fold-k/, an ordinary run folder (train.py's files, split.csv, eval-val/
+--val-fraction of those folds — in OUT/fold-k/, an ordinary run folder (dermo train's files, split.csv, eval-val/
 on the inner validation images) trained from OUT/manifests/fold-k.csv (image, label, mask, split[, group] and the
 data's other CSV columns); then it predicts fold k (OUT/manifests/fold-k-test.csv) into OUT/fold-k/eval-oof/.
 Finished folds are reused and an interrupted one resumes, so re-running continues. Writes
@@ -17,7 +17,7 @@ Finished folds are reused and an interrupted one resumes, so re-running continue
                     training nor in selection
     OUT/cv.csv, OUT/cv.md   per-fold and mean ± sd accuracy, balanced accuracy, κ, AUC, lesion focus, and the
                     same numbers over the pooled out-of-fold predictions
-The fold models form one ensemble: `ensemble.py --models OUT --data HELD_OUT` (docs/method.md §9).
+The fold models form one ensemble: `dermo ensemble --models OUT --data HELD_OUT` (docs/method.md §9).
 """
 from __future__ import annotations
 
@@ -32,45 +32,38 @@ import pandas as pd
 from dermo.data.datasets import Sample, load_dataset
 from dermo.data.groups import group_split, stratified_folds
 from dermo.data.manifest import read_manifest
+from dermo.console import parser
 from dermo.errors import DermoError, run_cli
 from dermo.experiments.ablation_report import cell as _cell, md_table as _md_table
 from dermo.experiments.grid import ensure_run
 from dermo.metrics import classification_metrics
 from dermo.run.config import TrainConfig, add_train_arguments, check_config, meta_column_list
+from dermo.run.folder import FOLDS_CSV
 
-FOLDS_CSV, OOF_CSV, CV_CSV, CV_MD = "folds.csv", "oof.csv", "cv.csv", "cv.md"
+OOF_CSV, CV_CSV, CV_MD = "oof.csv", "cv.csv", "cv.md"
 MANIFESTS = "manifests"
 OOF_DIR = "eval-oof"            # fold k's run folder: its predictions of fold k
 SUMMARY = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "kappa": "kappa", "auc": "AUC",
            "lesion_focus": "lesion focus"}
 RESERVED = ("image", "label", "mask", "split", "group", "entry")
+PROG = "dermo cv"
 
 
 class CVError(DermoError, ValueError):
     """A cross-validation that cannot run as asked; one line naming the option or folder and the fix."""
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dermo.cv", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
+    p = parser(prog, __doc__)
     p.add_argument("--folds", type=int, default=5, help="number of folds k (at least 2)")
     p.add_argument("--demo", action="store_true", help="the demo data and demo training settings")
-    add_train_arguments(p)
+    add_train_arguments(p, out_help="the cross-validation folder: fold-k/ run folders, folds.csv, oof.csv, cv.md "
+                                    "(default: runs/cv-<task>-<backbone>; --demo: runs/cv-demo)")
     return p.parse_args(argv)
 
 
 def fold_dir(out: Path, k: int) -> Path:
     return out / f"fold-{k}"
-
-
-def is_cv_folder(path) -> bool:
-    return (Path(path) / FOLDS_CSV).is_file()
-
-
-def fold_runs(path) -> list[Path]:
-    """The fold run folders of a cross-validation folder, in fold order."""
-    folds = pd.read_csv(Path(path) / FOLDS_CSV)["fold"]
-    return [fold_dir(Path(path), int(k)) for k in sorted(folds.unique())]
 
 
 def assign_folds(cfg: TrainConfig, k: int) -> tuple[pd.DataFrame, list[str]]:
@@ -139,15 +132,14 @@ def write_manifests(out: Path, frame: pd.DataFrame, extras: pd.DataFrame | None,
 
 def predict_out_of_fold(run_dir: Path, test_manifest: Path, batch_size: int, log=print) -> dict:
     """Fold k's model on fold k's images -> run_dir/eval-oof/ (reused when done); its metrics.json dict."""
-    from dermo.experiments.grid import import_script
+    from dermo.experiments.grid import evaluate_run
     from dermo.run.folder import read_json
 
     metrics = run_dir / OOF_DIR / "metrics.json"
     if not metrics.exists():
         log(f"== {run_dir}: predicting its out-of-fold images")
-        evaluate = import_script("evaluate")
-        evaluate.evaluate(evaluate.parse_args(["--run", str(run_dir), "--data", str(test_manifest), "--batch-size",
-                                               str(batch_size), "--out", str(run_dir / OOF_DIR)]), log)
+        evaluate_run(run_dir, log, "--data", str(test_manifest), "--batch-size", str(batch_size), "--out",
+                     str(run_dir / OOF_DIR))
     return read_json(metrics)
 
 
@@ -229,20 +221,20 @@ def cross_validate(base: TrainConfig, k: int, out, log=print) -> pd.DataFrame:
     return table
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
 
     def body() -> int:
-        from dermo.experiments.grid import import_script
+        from dermo.training.cli import resolve_config
 
         out = Path(args.out) if args.out else Path("runs") / ("cv-demo" if args.demo else
                                                              f"cv-{args.task}-{args.backbone.lower()}")
         train_args = {k: v for k, v in vars(args).items() if k != "folds"}
-        base = import_script("train").resolve_config(argparse.Namespace(**{**train_args, "resume": False}))
+        base = resolve_config(argparse.Namespace(**{**train_args, "resume": False}))
         cross_validate(base, args.folds, out)
         return 0
 
-    return run_cli(body, "dermo.cv")
+    return run_cli(body, prog)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -119,14 +118,12 @@ def plan(base: TrainConfig, names: list[str], out: Path, sub: str = "") -> list[
     return planned
 
 
-def import_script(name: str):
-    """train.py / evaluate.py live beside the dermo package (the repository root)."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.append(root)
-    import importlib
+def evaluate_run(run_dir, log=print, *options: str) -> dict:
+    """`dermo evaluate --run RUN [options]` in this process -> its metrics dict."""
+    from dermo.evaluation.cli import parse_args
+    from dermo.evaluation.scoring import evaluate
 
-    return importlib.import_module(name)
+    return evaluate(parse_args(["--run", str(run_dir), *options]), log)
 
 
 def ensure_run(cfg: TrainConfig, log=print) -> dict:
@@ -150,10 +147,8 @@ def ensure_run(cfg: TrainConfig, log=print) -> dict:
     metrics_path = run_dir / EVAL_DIR / "metrics.json"
     if not metrics_path.exists():
         log(f"== {run_dir}: evaluating")
-        evaluate = import_script("evaluate")
         start = time.perf_counter()
-        evaluate.evaluate(evaluate.parse_args(["--run", str(run_dir), "--batch-size", str(cfg.batch_size),
-                                               "--out", str(run_dir / EVAL_DIR)]), log)
+        evaluate_run(run_dir, log, "--batch-size", str(cfg.batch_size), "--out", str(run_dir / EVAL_DIR))
         timing = {**timing, "eval_wall_s": time.perf_counter() - start}
         runs.write_json(run_dir / TIMING, timing)
     m = runs.read_json(metrics_path)

@@ -1,12 +1,12 @@
 """Classical-ML baseline: hand-crafted lesion features + scikit-learn classifiers.
 
-    python -m dermo.ml --task binary|multiclass|auto --data DIR|CSV [--label-column C] [--out DIR]
+    dermo ml --task binary|multiclass|auto --data DIR|CSV [--label-column C] [--group-column C] [--out DIR]
 
 Images go through the same cached preprocessing as the CNNs (dermo.pipeline.prepare), then
 dermo.experiments.features turns each image and its lesion mask into named numbers. On the training split a
 cross-validated grid search (balanced accuracy) picks the best of StandardScaler + {SVM, random
 forest, histogram gradient boosting}; the winner, refitted on the whole training split, predicts the
-validation split. The output folder (default runs/ml-<task>-<timestamp>/) holds what evaluate.py
+validation split. The output folder (default runs/ml-<task>-<timestamp>/) holds what dermo evaluate
 writes — metrics.json (+ "model", "cv_score"), predictions.csv, report.txt, confusion_matrix.png,
 roc.png — and features.csv, cv_results.csv and model.joblib.
 """
@@ -30,10 +30,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from dermo.data.datasets import DataError, load_dataset
+from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.features import FEATURE_NAMES, WORK_SIZE, extract_features
 
-PROG = "python -m dermo.ml"
+PROG = "dermo ml"
 
 
 class BalancedSVC(SVC):
@@ -136,23 +137,28 @@ def features_frame(items, X: np.ndarray, splits: list[str], classes: list[str]) 
     return pd.concat([head, pd.DataFrame(X, columns=list(FEATURE_NAMES))], axis=1)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    ap.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto")
-    ap.add_argument("--data", required=True, help="dataset folder or CSV manifest")
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    ap = parser(prog, __doc__)
+    ap.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto",
+                    help="binary: nevus/others; multiclass: bcc/mel/scc; auto: the data's own class names")
+    ap.add_argument("--data", required=True, help="dataset folder or CSV manifest (required)")
     ap.add_argument("--label-column", default="label", help="label column of a CSV manifest")
-    ap.add_argument("--out", help="output folder (default runs/ml-<task>-<timestamp>)")
+    ap.add_argument("--group-column", help="CSV column of lesion/patient ids: the same stratified group split as "
+                                           "dermo train --group-column (default: none, a per-image split)")
+    ap.add_argument("--val-fraction", type=float, default=0.2,
+                    help="validation share when the data has no split of its own (as dermo train)")
+    ap.add_argument("--out", help="output folder (default: runs/ml-<task>-<timestamp>)")
     ap.add_argument("--seed", type=int, default=0, help="split / CV / model seed")
-    ap.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
+    ap.add_argument("--cv", type=int, default=5, help="cross-validation folds of the model search")
     ap.add_argument("--image-size", type=int, default=299,
-                    help="CNN input size whose preprocessing cache is shared (default 299); features "
+                    help="CNN input size whose preprocessing cache is shared; features "
                          f"are computed with the shorter side at {WORK_SIZE} px")
     ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
     ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    ap.add_argument("--cache-dir", default=None, help="preprocessing cache (default $DERMO_CACHE or ~/.cache/dermo)")
+    ap.add_argument("--cache-dir", default=None, help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     ap.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
-                    help="unreadable image: stop with one line (default) or skip it and go on")
+                    help="unreadable image: stop with one line (error) or skip it and go on")
     return ap
 
 
@@ -175,7 +181,8 @@ def run(args) -> int:
 
     if args.cv < 2:
         raise DataError(f"--cv {args.cv}: use at least 2 folds")
-    ds = load_dataset(args.data, args.task, args.label_column, seed=args.seed, on_bad=args.on_bad_image)
+    ds = load_dataset(args.data, args.task, args.label_column, seed=args.seed, val_fraction=args.val_fraction,
+                      on_bad=args.on_bad_image, group_column=args.group_column)
     for line in ds.skipped:
         print(f"{PROG}: skipped {line}", file=sys.stderr)
     if not ds.val:
@@ -225,9 +232,9 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_cli(lambda: run(args), PROG)
+def main(argv=None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    return run_cli(lambda: run(args), prog)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The ablation grid over several seeds and scored on held-out test sets, summarised as mean ± sd — e.g. the
 shortcut check (dermo.data.shortcut; docs/method.md §5, §9):
 
-    python -m dermo.ablation --data data/shortcut/biased --seeds 0,1,2 \\
+    dermo ablation --data data/shortcut/biased --seeds 0,1,2 \\
         --test clean=data/shortcut/clean/labels.csv --test flipped=data/shortcut/flipped/labels.csv \\
-        --configs baseline,+mask,+outside,+stride16 [train.py options] --out runs/shortcut
+        --configs baseline,+mask,+outside,+stride16 [dermo train options] --out runs/shortcut
 
 Each configuration and seed trains in OUT/<config>/seed-<s>/ (dermo.experiments.ablation.ensure_run: finished
 runs are reused, interrupted ones resumed), is evaluated on its own validation split (eval-val/, the only split
-model selection sees) and on every test set (eval-<name>/, evaluate.py --run RUN --data DATA). Seeds go in the
+model selection sees) and on every test set (eval-<name>/, dermo evaluate --run RUN --data DATA). Seeds go in the
 outer loop, so the first seed of every configuration is done before the second starts. Writes
 OUT/replicates.csv (one row per configuration and seed) and OUT/replicates.md (mean ± sd per configuration;
 with test sets named `clean` and `flipped`, also the gap flipped − clean accuracy).
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dermo.experiments.ablation_report import cell, md_table
-from dermo.experiments.grid import EVAL_DIR, LOSS_FIELDS, AblationError, ensure_run, import_script, plan
+from dermo.experiments.grid import EVAL_DIR, LOSS_FIELDS, AblationError, ensure_run, evaluate_run, plan
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig
 
@@ -62,9 +62,8 @@ def evaluate_on(cfg: TrainConfig, name: str, data: str, log=print) -> dict:
     path = cfg.run_dir / f"eval-{name}" / "metrics.json"
     if not path.exists():
         log(f"== {cfg.run_dir}: evaluating on {name} ({data})")
-        evaluate = import_script("evaluate")
-        evaluate.evaluate(evaluate.parse_args(["--run", str(cfg.run_dir), "--data", str(data), "--batch-size",
-                                               str(cfg.batch_size), "--out", str(path.parent)]), log)
+        evaluate_run(cfg.run_dir, log, "--data", str(data), "--batch-size", str(cfg.batch_size), "--out",
+                     str(path.parent))
     return runs.read_json(path)
 
 

@@ -1,7 +1,7 @@
 """A trained classifier that leaves Python: SavedModel, TFLite or ONNX files plus a JSON sidecar
 (docs/method.md §10).
 
-    python -m dermo.export --run runs/NAME --format savedmodel|tflite|onnx [--with-cams] [--out DIR]
+    dermo export --run runs/NAME --format savedmodel|tflite|onnx [--with-cams] [--out DIR]
 
 graph.py builds the exported Keras graph (image -> calibrated probabilities [, CAMs]); formats.py writes each
 format (TFLite and ONNX are converted from the SavedModel) and says in one line when a converter is missing;

@@ -1,8 +1,8 @@
-"""python -m dermo.export: a run's (or a model file's) classifier as SavedModel, TFLite or ONNX, plus a JSON
-sidecar (docs/method.md §10).
+"""dermo export: a run's (or a model file's) classifier as SavedModel, TFLite or ONNX, plus a JSON sidecar
+(docs/method.md §10).
 
-    python -m dermo.export --run runs/NAME --format savedmodel|tflite|onnx [...] [--with-cams] [--out DIR]
-    python -m dermo.export --model FILE.keras|FILE.h5 --format ...      (a file carrying dermo's contract)
+    dermo export --run runs/NAME --format savedmodel|tflite|onnx [...] [--with-cams] [--out DIR]
+    dermo export --model FILE.keras|FILE.h5 --format ...      (a file carrying dermo's contract)
 
 Writes OUT/savedmodel/, OUT/model.tflite and/or OUT/model.onnx (OUT default RUN/export/, or export/ beside a
 model file), each with its sidecar OUT/<that name>.json. Input: the preprocessed image (B,S,S,3) float32 RGB
@@ -24,24 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
+from dermo.console import library_chatter_held, parser
 from dermo.errors import run_cli
 from dermo.export.formats import ARTEFACTS, FORMATS, ExportError
 
 CHECK_IMAGES = 2
 TOLERANCE = 1e-4          # max |Δ| of probabilities; CAMs: 1e-4 relative to their largest magnitude
+PROG = "dermo export"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dermo.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
+    p = parser(prog, __doc__)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="run folder written by train.py")
-    src.add_argument("--model", help="a .keras/.h5 classifier carrying dermo's contract")
+    src.add_argument("--run", help="run folder written by dermo train (default: none; this or --model)")
+    src.add_argument("--model", help="a .keras/.h5 classifier carrying dermo's contract (default: none)")
     p.add_argument("--format", required=True, nargs="+", choices=FORMATS,
-                   help="what to write (several: one SavedModel is converted to each)")
+                   help="what to write (several: one SavedModel is converted to each; required)")
     p.add_argument("--with-cams", action="store_true",
                    help="also output every class's CAM (B,h,w,K), computed in the graph")
-    p.add_argument("--out", help="output folder (default RUN/export/, or export/ beside --model)")
+    p.add_argument("--out", help="output folder (default: RUN/export/, or export/ beside --model)")
     return p.parse_args(argv)
 
 
@@ -155,7 +156,8 @@ def export(args, log=print) -> dict[str, dict]:
                                   work)
         checked = {}
         for fmt, artefact in artefacts.items():
-            diff = differences(ref, runtime.load(artefact, fmt)(x))
+            with library_chatter_held():                  # the TFLite interpreter's start-up line
+                diff = differences(ref, runtime.load(artefact, fmt)(x))
             checked[fmt] = (diff, check(diff, ref, fmt))
         sidecars = {}
         for fmt, artefact in artefacts.items():
@@ -171,14 +173,14 @@ def export(args, log=print) -> dict[str, dict]:
     return sidecars
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
 
     def body() -> int:
         export(args)
         return 0
 
-    return run_cli(body, "python -m dermo.export")
+    return run_cli(body, prog)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from dermo.console import library_chatter_held
 from dermo.errors import DermoError
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -71,14 +72,15 @@ def write(graph, fmts, work) -> dict[str, Path]:
     for fmt in fmts:
         check_tools(fmt)
     work = Path(work)
-    saved = _saved_model(graph, work / ARTEFACTS["savedmodel"])
-    out = {"savedmodel": saved}
-    if "tflite" in fmts:
-        _tflite(saved, work / ARTEFACTS["tflite"])
-        out["tflite"] = work / ARTEFACTS["tflite"]
-    if "onnx" in fmts:
-        _onnx(saved, work / ARTEFACTS["onnx"])
-        out["onnx"] = work / ARTEFACTS["onnx"]
+    with library_chatter_held():          # the converters' log lines, shown only when a conversion fails
+        saved = _saved_model(graph, work / ARTEFACTS["savedmodel"])
+        out = {"savedmodel": saved}
+        if "tflite" in fmts:
+            _tflite(saved, work / ARTEFACTS["tflite"])
+            out["tflite"] = work / ARTEFACTS["tflite"]
+        if "onnx" in fmts:
+            _onnx(saved, work / ARTEFACTS["onnx"])
+            out["onnx"] = work / ARTEFACTS["onnx"]
     return {fmt: out[fmt] for fmt in fmts}
 
 

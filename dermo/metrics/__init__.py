@@ -4,7 +4,7 @@
     classification.py  accuracy, balanced accuracy, kappa, AUC, F1, confusion matrix, the text report
     lesion_focus.py    lesion focus (overall, per image, per class), CAM-mask Pearson r, max |CAM|
     calibration.py     ECE, Brier score, reliability bins, temperature scaling
-    ensemble.py        soft vote, geometric mean, rank averaging
+    dermo ensemble        soft vote, geometric mean, rank averaging
 """
 from dermo.metrics.classification import auc_score, classification_metrics, confusion_text, fmt, report_text
 from dermo.metrics.calibration import (apply_temperature, brier_score, calibration_metrics,

@@ -136,3 +136,20 @@ def report_text(y_true, probs, class_names) -> str:
              "Confusion matrix (rows = true, columns = predicted):",
              confusion_text(m["confusion_matrix"], class_names)]
     return "\n".join(lines) + "\n"
+
+
+MAJORITY_SHARE = 0.95       # one class predicted for at least this share of the images: a one-class model
+
+
+def majority_note(y_true, probs, class_names, what: str = "val images") -> str | None:
+    """One line when the predictions are (almost) all one class — the model learnt the class prior, not the
+    classes, whatever its accuracy says — else None."""
+    y_true, probs, y_pred, _ = _check(y_true, probs, class_names)
+    counts = np.bincount(y_pred, minlength=len(class_names))
+    top = int(counts.argmax())
+    if counts[top] < MAJORITY_SHARE * len(y_pred):
+        return None
+    return (f"note: the model predicts {class_names[top]} for {counts[top]} of {len(y_pred)} {what} (balanced "
+            f"accuracy {_balanced_accuracy(y_true, y_pred):.3f}, chance {1 / len(class_names):.3f}): it has learnt "
+            "the majority class, not the classes; try --class-weight balanced --monitor val_balanced_accuracy, "
+            "more epochs or pretrained weights")

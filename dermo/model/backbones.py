@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from dermo.errors import DermoError
@@ -38,6 +37,8 @@ class BackboneSpec:
 
     @property
     def keras_constructor(self):
+        import keras
+
         return getattr(keras.applications, f"EfficientNet{self.name}")
 
     @property
@@ -113,6 +114,8 @@ def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.M
 
 def download_imagenet(spec: BackboneSpec) -> str:
     """Keras' no-top ImageNet file for `spec`, downloaded once into ~/.keras/models."""
+    import keras
+
     try:
         return keras.utils.get_file(spec.imagenet_file, KERAS_WEIGHTS_URL + spec.imagenet_file,
                                     cache_subdir="models")
@@ -123,6 +126,8 @@ def download_imagenet(spec: BackboneSpec) -> str:
 def normalization_layer(base: keras.Model) -> keras.layers.Normalization:
     """The input Normalization layer of a Keras EfficientNet (found by type: Keras names it automatically,
     "normalization_1" … when several models are built in one process)."""
+    import keras
+
     return next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
 
 
@@ -161,6 +166,8 @@ def _fold_keras_imagenet_scale(base: keras.Model, always: bool) -> bool:
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> int:
     """Copy every weighted layer of `source` into the same-named layer of `target`; returns the count.
     Every weighted layer of `target` except its input Normalization must be covered."""
+    import keras
+
     copied = set()
     for layer in source.layers:
         if not layer.weights:

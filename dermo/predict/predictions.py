@@ -93,7 +93,7 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
     if progress:
         from tqdm import tqdm
 
-        steps = tqdm(steps, desc="predicting", unit="batch", leave=False)
+        steps = tqdm(steps, desc="predicting", unit="batch", leave=False, disable=None)   # a terminal only
     with ThreadPoolExecutor(1) as pool:
         nxt = pool.submit(batches.__getitem__, 0)
         for i in steps:

@@ -8,14 +8,14 @@
 
 The classes, input size and preprocessing come from the model file's contract (dermo.run.contract), so raw
 images get exactly the field of view, hair removal, colour constancy and resize of training; so does the
-temperature stored by `evaluate.py --calibrate`: probabilities are softmax(log p / T) (T = 1: the model's own;
-CAMs and the predicted class do not change). evaluate.py and ensemble.py predict through this class too.
+temperature stored by `dermo evaluate --calibrate`: probabilities are softmax(log p / T) (T = 1: the model's own;
+CAMs and the predicted class do not change). dermo evaluate and dermo ensemble predict through this class too.
 
 A model trained with --meta-columns carries its metadata encoding in the contract (`p.meta`, None for an
 image-only model) and takes it as its second input. predict(..., meta=[{"age_approx": 55, "sex": "male"},
 ...]) gives each image's raw values (one dict per image; absent keys, None or "" are missing); without
 `meta` every image has all its missing indicators set, as a training image without metadata had. Samples
-from a CSV (evaluate.py, ensemble.py) carry their own values (Sample.meta).
+from a CSV (dermo evaluate, dermo ensemble) carry their own values (Sample.meta).
 """
 from __future__ import annotations
 
@@ -96,27 +96,28 @@ class Predictor:
         if width != (self.meta.width if self.meta else 0):
             raise PredictError(f"{source}: the model has a metadata input of width {width} but its recorded "
                                f"metadata encoding gives {self.meta.width if self.meta else 0}; use the model "
-                               "file train.py wrote (its contract holds the encoding)")
+                               "file dermo train wrote (its contract holds the encoding)")
 
     @classmethod
     def from_model(cls, path, classes: list[str] | None = None, **kwargs) -> "Predictor":
         """A .keras/.h5 classifier; classes and preprocessing from its contract (for a file saved without
         one: `classes` must be given, and hair removal and colour constancy are on)."""
+        model = load_model_safely(path)                   # a file that is no model says so first
         contract = read_contract(path) or {}
         pre = contract.get("preprocessing", {})
         classes = classes or contract.get("classes")
         if not classes:
             raise PredictError(f"{path}: the file records no class names (saved without dermo's contract); "
-                               "give them (evaluate.py: --task binary|multiclass)")
+                               "give them (dermo evaluate: --task binary|multiclass)")
         kwargs.setdefault("hair", pre.get("hair", True))
         kwargs.setdefault("color", pre.get("color", True))
         kwargs.setdefault("temperature", contract.get("temperature", 1.0))
         kwargs.setdefault("meta", contract.get("meta"))
-        return cls(load_model_safely(path), classes, source=str(path), **kwargs)
+        return cls(model, classes, source=str(path), **kwargs)
 
     @classmethod
     def from_run(cls, path, **kwargs) -> "Predictor":
-        """A run folder written by train.py (its model.keras, classes and preprocessing)."""
+        """A run folder written by dermo train (its model.keras, classes and preprocessing)."""
         run = load_run(path)
         kwargs.setdefault("hair", run.config.hair_removal)
         kwargs.setdefault("color", run.config.color_constancy)
@@ -136,7 +137,7 @@ class Predictor:
 
     def predict_items(self, items, tta: int = 1, with_cams: bool = True, preview: int = PREVIEW,
                       progress: bool = False) -> Predictions:
-        """Prepared items -> Predictions with per-image CAM scores (what evaluate.py writes)."""
+        """Prepared items -> Predictions with per-image CAM scores (what dermo evaluate writes)."""
         out = predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
                             progress, self.meta)
         out.probs = self.calibrated(out.probs)

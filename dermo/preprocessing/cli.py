@@ -1,8 +1,7 @@
 """The preprocessing command: write preprocessed images and lesion masks for inspection.
 
-    python -m dermo.preprocessing INPUT OUTPUT [--size N] [--no-hair] [--no-color] [--workers N]
-                                  [--on-bad-image error|skip] [--cache-dir DIR]
-    (python -m dermo.preprocess is the same command)
+    dermo preprocess INPUT OUTPUT [--size N] [--no-hair] [--no-color] [--workers N]
+                     [--on-bad-image error|skip] [--cache-dir DIR]
 
 INPUT is an image folder (searched recursively; `<stem>_mask.png` beside an image is its given lesion mask)
 or a CSV manifest (dermo.data.manifest) with an `image` and an optional `mask` column. For every image it
@@ -11,7 +10,6 @@ writes `OUTPUT/<relative path>/<stem>.png` (preprocessed, see dermo.preprocessin
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,8 +17,11 @@ from pathlib import Path
 from dermo.data import imageio
 from dermo.data.imageio import BadInputError
 from dermo.data.manifest import read_manifest
-from dermo.errors import DermoError
+from dermo.console import parser
+from dermo.errors import DermoError, run_cli
 from dermo.preprocessing.cache import PreprocessSettings, preprocess_many
+
+PROG = "dermo preprocess"
 
 
 def output_rel(name: str) -> Path:
@@ -60,19 +61,25 @@ def list_inputs(inp: Path, exclude: Path | None = None) -> list[tuple[Path, Path
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dermo.preprocessing", description=__doc__.split("\n")[0])
+def main(argv=None, prog: str = PROG) -> int:
+    ap = parser(prog, __doc__.split("\n")[0])
     ap.add_argument("input", type=Path, help="image folder (recursive) or CSV manifest")
     ap.add_argument("output", type=Path, help="folder for <stem>.png and <stem>_mask.png")
     ap.add_argument("--size", type=int, default=PreprocessSettings.size, help="shorter side in px")
     ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
     ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    ap.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
-    ap.add_argument("--cache-dir", type=Path, default=None, help="default: $DERMO_CACHE or ~/.cache/dermo")
+    ap.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                    help="an unreadable image stops the command (error) or is skipped and listed")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     args = ap.parse_args(argv)
     if args.size < 8:
         ap.error("--size must be at least 8")
+    return run_cli(lambda: _run(args), prog)
+
+
+def _run(args) -> int:
     t0 = time.perf_counter()
     settings = PreprocessSettings(size=args.size, hair=not args.no_hair, color=not args.no_color)
     try:
@@ -97,9 +104,8 @@ def main(argv=None) -> int:
             imageio.atomic_write_bytes(dst.with_name(dst.name + ".png"), res[0].read_bytes())
             imageio.atomic_write_bytes(dst.with_name(dst.name + "_mask.png"), res[1].read_bytes())
             written += 1
-    except (DermoError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        raise DermoError(str(e)) from None
     print(f"wrote {written} images + masks to {args.output}, skipped {len(skipped)}, "
           f"in {time.perf_counter() - t0:.1f} s")
     for msg in skipped:

@@ -1,4 +1,4 @@
-"""A training run as data: its options (config: TrainConfig and the train.py options), its folder (folder:
+"""A training run as data: its options (config: TrainConfig and the dermo train options), its folder (folder:
 file names, atomic writes, reading a finished run back) and its recorded train/val split (splits: split.csv).
 Written by training, read by prediction and evaluation, so it sits below both.
 

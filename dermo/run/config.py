@@ -85,78 +85,109 @@ class TrainConfig:
         return Path(self.out or "runs/train")
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None) -> argparse.ArgumentParser:
+    """Every training option, each with its meaning (and, through dermo.console.HelpFormatter, its default).
+    `out_help`: what --out means for the command (cv and ablation write a folder of runs)."""
     d = TrainConfig()
-    p.add_argument("--data", help="dataset folder (train/val/<class>/...) or CSV manifest")
-    p.add_argument("--task", choices=["binary", "multiclass", "auto"], default=d.task)
-    p.add_argument("--label-column", default=d.label_column, help="CSV column holding the class name")
-    p.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7")
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--weights", default=d.weights, help="imagenet | noisy-student | none | FILE.h5")
-    p.add_argument("--lambda-center", type=float, default=d.lambda_center)
-    p.add_argument("--lambda-cskl", type=float, default=d.lambda_cskl)
-    p.add_argument("--lambda-mask", type=float, default=d.lambda_mask)
-    p.add_argument("--lambda-outside", type=float, default=d.lambda_outside,
-                   help="weight of the outside-evidence term (beyond the deck; 0 = off)")
-    p.add_argument("--outside-form", choices=OUTSIDE_FORMS, default=d.outside_form,
-                   help="what the outside term counts: CAM evidence outside the mask, |CAM_k − mean CAM| "
-                        "(contrast) or relu(CAM_k) (positive), or the logit change when the outside is occluded "
-                        "(logit), or the loss and logit change with the outside of another image of the batch "
-                        "(swap); logit and swap run a second forward pass per step")
-    p.add_argument("--cam-stride", type=int, choices=CAM_STRIDES, default=d.cam_stride,
-                   help="16: compute the CAMs (and the CAM losses) on a stride-16 feature map")
-    p.add_argument("--cskl", choices=["penalized", "original", "off"], default=d.cskl)
-    p.add_argument("--lambda-a", type=float, default=d.lambda_a, help="penalty of the penalised CSKL")
-    p.add_argument("--cam-temperature", type=float, default=d.cam_temperature)
-    p.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
-    p.add_argument("--center-momentum", type=float, default=d.center_momentum)
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--head", choices=["classification", "segmentation"], default=d.head,
-                   help="segmentation: add a light decoder predicting the lesion mask (BCE + Dice)")
-    p.add_argument("--lambda-seg", type=float, default=d.lambda_seg, help="weight of the segmentation loss")
-    p.add_argument("--bn-momentum", type=float, default=None,
-                   help="BatchNorm moving-average momentum (default: 0.9 from scratch, else the backbone's)")
-    p.add_argument("--bn-recalibration-batches", type=int, default=d.bn_recalibration_batches,
-                   help="re-estimate BatchNorm statistics on N training batches before each validation "
-                        "(0 = off)")
-    p.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=d.class_weight,
-                   help="balanced: weight the classification loss by n/(K·n_k) (imbalanced classes)")
-    p.add_argument("--monitor", choices=MONITORS, default=d.monitor,
-                   help="validation number (whole val set, each epoch) for early stopping and the best "
-                        "checkpoint")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
-    p.add_argument("--lr-patience", type=int, default=d.lr_patience)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help="validation share when the data has no split")
-    p.add_argument("--group-column",
-                   help="CSV column of lesion or patient ids: a stratified group split (no group in both "
-                        "train and val); with a split column, refuse groups on both sides")
-    p.add_argument("--allow-duplicates", action="store_true",
-                   help="accept validation images that are exact copies of training images")
-    p.add_argument("--meta-columns",
-                   help="comma-separated CSV columns of patient metadata (e.g. age_approx,sex[,site]) fed to the "
-                        "classifier beside the image features: numbers standardised, categories one-hot, each "
-                        "with a missing indicator; encoding fitted on the train split")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--on-bad-image", choices=["error", "skip"], default=d.on_bad_image)
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help="image decoding/augmentation processes (1: in the training process)")
-    p.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default=d.strategy)
-    p.add_argument("--mixed-precision", action="store_true",
-                   help="16-bit compute (GPU): float16 with loss scaling (TensorFlow), bfloat16 (JAX)")
-    p.add_argument("--jit-compile", choices=JIT_CHOICES, default=d.jit_compile,
-                   help="XLA-compile the train/test step (auto: on with a GPU; on a CPU off under TensorFlow, "
-                        "on under JAX)")
-    p.add_argument("--no-hair-removal", dest="hair_removal", action="store_false")
-    p.add_argument("--no-color-constancy", dest="color_constancy", action="store_false")
-    p.add_argument("--cache-dir", help="preprocessing cache (default $DERMO_CACHE or ~/.cache/dermo)")
-    p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
-                   help="allow non-deterministic (faster) TF ops")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", help="dataset folder (train/val/<class>/... or <class>/...) or CSV manifest "
+                                     "(default: none; required unless --demo or --resume)")
+    data.add_argument("--task", choices=["binary", "multiclass", "auto"], default=d.task,
+                      help="binary: nevus/others (CE); multiclass: bcc/mel/scc (focal); auto: the data's own class "
+                           "names, CE for 2 classes and focal for more")
+    data.add_argument("--label-column", default=d.label_column, help="CSV column holding the class name")
+    data.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                      help="validation share when the data has no split of its own")
+    data.add_argument("--group-column",
+                      help="CSV column of lesion or patient ids: a stratified group split (no group in both "
+                           "train and val); with a split column, refuse groups on both sides (default: none)")
+    data.add_argument("--allow-duplicates", action="store_true",
+                      help="accept validation images that are exact copies of training images")
+    data.add_argument("--meta-columns",
+                      help="comma-separated CSV columns of patient metadata (e.g. age_approx,sex[,site]) fed to the "
+                           "classifier beside the image features: numbers standardised, categories one-hot, each "
+                           "with a missing indicator; encoding fitted on the train split (default: none)")
+    data.add_argument("--on-bad-image", choices=["error", "skip"], default=d.on_bad_image,
+                      help="an unreadable image stops the run (error) or is skipped, counted and listed (skip)")
+    data.add_argument("--no-hair-removal", dest="hair_removal", action="store_false",
+                      help="skip the morphological hair removal of the preprocessing")
+    data.add_argument("--no-color-constancy", dest="color_constancy", action="store_false",
+                      help="skip the Shades-of-Gray colour constancy of the preprocessing")
+    data.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7")
+    model.add_argument("--image-size", type=int, default=d.image_size,
+                       help="input side in pixels (B0's native 224 … B7's 600; at least 32)")
+    model.add_argument("--weights", default=d.weights,
+                       help="imagenet (Keras' download), noisy-student (the efficientnet package's), none (from "
+                            "scratch) or a local no-top weights FILE.h5")
+    model.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate before the classifier")
+    model.add_argument("--cam-stride", type=int, choices=CAM_STRIDES, default=d.cam_stride,
+                       help="16: compute the CAMs (and the CAM losses) on a stride-16 feature map")
+    model.add_argument("--head", choices=["classification", "segmentation"], default=d.head,
+                       help="segmentation: add a light decoder predicting the lesion mask (BCE + Dice)")
+    model.add_argument("--bn-momentum", type=float, default=None,
+                       help="BatchNorm moving-average momentum (default: 0.9 from scratch, else the backbone's)")
+    loss = p.add_argument_group("loss: L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask [+ λ4·L_outside]")
+    loss.add_argument("--lambda-center", type=float, default=d.lambda_center,
+                      help="λ1, centre loss: pooled features near their class centre (0 = off)")
+    loss.add_argument("--lambda-cskl", type=float, default=d.lambda_cskl,
+                      help="λ2, inter-class symmetric KL between the CAMs of the true and other classes (0 = off)")
+    loss.add_argument("--cskl", choices=["penalized", "original", "off"], default=d.cskl,
+                      help="CSKL form: penalized f(x) = x/(λa·x² + 1) stops rewarding inflated CAMs")
+    loss.add_argument("--lambda-a", type=float, default=d.lambda_a, help="λa, the penalty of the penalised CSKL")
+    loss.add_argument("--cam-temperature", type=float, default=d.cam_temperature,
+                      help="temperature of the spatial softmax that turns a CAM into a distribution (CSKL)")
+    loss.add_argument("--lambda-mask", type=float, default=d.lambda_mask,
+                      help="λ3, lesion focus: 1 − Pearson(lesion mask, CAM) (0 = off)")
+    loss.add_argument("--lambda-outside", type=float, default=d.lambda_outside,
+                      help="λ4, class evidence outside the lesion (beyond the deck; 0 = off; 1 recommended on data "
+                           "with artefacts, with --cam-stride 16)")
+    loss.add_argument("--outside-form", choices=OUTSIDE_FORMS, default=d.outside_form,
+                      help="what L_outside counts: the logit change when the outside is occluded (logit) or swapped "
+                           "with another image's (swap; both a second forward pass per step), or CAM evidence "
+                           "outside the mask, |CAM_k − mean CAM| (contrast) or relu(CAM_k) (positive)")
+    loss.add_argument("--focal-gamma", type=float, default=d.focal_gamma,
+                      help="γ of the focal loss (3+ classes; 0 = cross-entropy)")
+    loss.add_argument("--center-momentum", type=float, default=d.center_momentum,
+                      help="new centre = m·old + (1 − m)·the epoch's class mean")
+    loss.add_argument("--lambda-seg", type=float, default=d.lambda_seg,
+                      help="weight of the segmentation loss (--head segmentation)")
+    loss.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=d.class_weight,
+                      help="balanced: weight L_cls by n/(K·n_k) (imbalanced classes)")
+    train = p.add_argument_group("schedule")
+    train.add_argument("--epochs", type=int, default=d.epochs, help="most epochs (early stopping may end sooner)")
+    train.add_argument("--batch-size", type=int, default=d.batch_size, help="images per training step")
+    train.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adadelta's learning rate")
+    train.add_argument("--monitor", choices=MONITORS, default=d.monitor,
+                       help="validation number (whole val set, each epoch) for early stopping and the best "
+                            "checkpoint")
+    train.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience,
+                       help="epochs without a better --monitor before training stops")
+    train.add_argument("--lr-patience", type=int, default=d.lr_patience,
+                       help="epochs without a lower val_loss before the learning rate halves")
+    train.add_argument("--bn-recalibration-batches", type=int, default=d.bn_recalibration_batches,
+                       help="re-estimate BatchNorm statistics on N training batches before each validation "
+                            "(0 = off)")
+    train.add_argument("--seed", type=int, default=d.seed,
+                       help="seed of the split, the initial weights, the shuffle and the augmentation")
+    run = p.add_argument_group("run")
+    run.add_argument("--out", help=out_help or "run folder (default: runs/<task>-<backbone>-<time>; --demo: "
+                                               "runs/demo)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out (interrupted, or finished with more --epochs)")
+    run.add_argument("--workers", type=int, default=d.workers,
+                     help="image decoding/augmentation processes (1: in the training process)")
+    run.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default=d.strategy,
+                     help="auto: all GPUs of this machine; mirrored: tf.distribute on this machine; multiworker: "
+                          "several machines (TF_CONFIG)")
+    run.add_argument("--mixed-precision", action="store_true",
+                     help="16-bit compute (GPU): float16 with loss scaling (TensorFlow), bfloat16 (JAX)")
+    run.add_argument("--jit-compile", choices=JIT_CHOICES, default=d.jit_compile,
+                     help="XLA-compile the train/test step (auto: on with a GPU; on a CPU off under TensorFlow, "
+                          "on under JAX)")
+    run.add_argument("--no-deterministic", dest="deterministic", action="store_false",
+                     help="allow non-deterministic (faster) TensorFlow ops")
     return p
 
 

@@ -8,7 +8,7 @@ zipfile / h5py) reads the classes, input size and preprocessing that the model w
 
 Keys (CONTRACT_VERSION 1): classes, task, image_size, preprocessing {hair, color, p, cache_size}, backbone,
 weights, feature_layer, dermo_version; later additions keep these. Optional: temperature (written by
-`evaluate.py --calibrate` through update_contract; absent = 1, the model's own probabilities); meta (models
+`dermo evaluate --calibrate` through update_contract; absent = 1, the model's own probabilities); meta (models
 trained with --meta-columns: the MetaEncoding dict of dermo.data.metadata, fitted on the train split; the model
 then has a second input "meta" of that encoding's width; absent = an image-only model).
 """

@@ -22,6 +22,7 @@ CURVES = "curves.png"
 BEST_WEIGHTS = "best.weights.h5"
 BACKUP_DIR = "backup"
 RESUME_CONFIG = "resume_config.json"
+FOLDS_CSV = "folds.csv"          # a cross-validation folder (dermo.experiments.cv): its fold assignment
 
 
 class RunError(DermoError, ValueError):
@@ -77,6 +78,20 @@ def latest_run(root="runs") -> Path | None:
     return max(found, key=lambda d: ((d / CONFIG).stat().st_mtime_ns, str(d)), default=None)
 
 
+def is_cv_folder(path) -> bool:
+    """A cross-validation folder of `dermo cv` (it holds folds.csv)."""
+    return (Path(path) / FOLDS_CSV).is_file()
+
+
+def fold_runs(path) -> list[Path]:
+    """The fold run folders of a cross-validation folder, in fold order (folds.csv's fold column)."""
+    import csv
+
+    with open(Path(path) / FOLDS_CSV, newline="") as f:
+        folds = sorted({int(row["fold"]) for row in csv.DictReader(f)})
+    return [Path(path) / f"fold-{k}" for k in folds]
+
+
 @dataclass
 class Run:
     path: Path
@@ -93,7 +108,7 @@ def load_run(path) -> Run:
     if not path.is_dir():
         raise RunError(f"{path}: run folder not found")
     if not (path / CONFIG).exists():
-        raise RunError(f"{path}: no {CONFIG} — not a finished dermo run folder (train with train.py "
+        raise RunError(f"{path}: no {CONFIG} — not a finished dermo run folder (train with dermo train "
                        "--out, or evaluate a model file with --model FILE --task T --data DATA)")
     cfg = TrainConfig.from_dict(read_json(path / CONFIG))
     classes = read_json(path / CLASSES)["classes"] if (path / CLASSES).exists() else None
@@ -102,5 +117,5 @@ def load_run(path) -> Run:
     run = Run(path, cfg, classes)
     if not run.model_path.exists():
         raise RunError(f"{path}: no {MODEL_KERAS} or {MODEL_H5}; the run did not finish "
-                       f"(continue it with train.py --resume --out {path})")
+                       f"(continue it with dermo train --resume --out {path})")
     return run

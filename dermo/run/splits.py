@@ -1,7 +1,7 @@
 """A run's split.csv (docs/method.md §8): exactly which images trained and validated the run.
 
-Written by train.py when the run starts (beside resume_config.json, so interrupted runs have it too);
-read back by evaluate.py --run (the rows of --split) and ensemble.py (no member scored on its own training
+Written by dermo train when the run starts (beside resume_config.json, so interrupted runs have it too);
+read back by dermo evaluate --run (the rows of --split) and dermo ensemble (no member scored on its own training
 images). Columns: path (absolute, resolved), label (class name), split (train/val), mask (a given mask's
 path, empty when generated), digest (the file's content hash, dermo.data.duplicates.file_digest: scoring refuses
 copies of training images under other names), with --group-column group (empty: the image was its own group) and, with

@@ -1,6 +1,9 @@
 """Keras callbacks the training loop needs beyond Keras' own."""
 from __future__ import annotations
 
+import sys
+import time
+
 import keras
 import numpy as np
 
@@ -85,3 +88,58 @@ class ValidationMetrics(keras.callbacks.Callback):
         m = classification_metrics(np.concatenate(labels), np.concatenate(probs), list(range(self.num_classes)))
         for key in self.KEYS:
             logs[f"val_{key}"] = float("nan") if m[key] is None else float(m[key])
+
+
+SHORT = {"cls_loss": "cls", "center_loss": "centre", "cskl_loss": "cskl", "mask_loss": "mask",
+         "outside_loss": "outside", "seg_loss": "seg"}
+VAL_SHORT = {"val_accuracy": "acc", "val_balanced_accuracy": "bal.acc", "val_kappa": "κ", "val_auc": "AUC"}
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One short line per epoch instead of Keras' own: time, the loss with the terms that are on (λ > 0), train
+    accuracy, the validation numbers and the learning rate; on a terminal, a tqdm bar over the epoch's steps
+    (never `\r` progress into a log file). `terms`: the loss terms switched on. `early`: the EarlyStopping whose
+    stop is said in a line at the end. Must come after every callback that adds to the logs."""
+
+    def __init__(self, epochs: int, steps: int, terms: list[str], early=None, log=print, stream=None):
+        super().__init__()
+        self.epochs, self.steps, self.terms, self.early, self.log = epochs, steps, terms, early, log
+        self.stream = stream or sys.stdout
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False, unit="step",
+                            file=self.stream)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        logs = logs or {}
+
+        def num(key):
+            value = logs.get(key)
+            return "–" if value is None else f"{float(value):.4g}"
+        terms = ", ".join(f"{SHORT.get(t, t)} {num(t)}" for t in self.terms)
+        line = (f"epoch {epoch + 1}/{self.epochs} · {time.perf_counter() - self.start:.0f} s · loss {num('loss')}"
+                + (f" ({terms})" if terms else "") + f" · acc {num('accuracy')}")
+        if "val_loss" in logs:
+            line += f" | val loss {num('val_loss')} " + " ".join(f"{name} {num(k)}" for k, name in VAL_SHORT.items()
+                                                                if k in logs)
+        if "learning_rate" in logs:
+            line += f" · lr {num('learning_rate')}"
+        self.log(line)
+
+    def on_train_end(self, logs=None):
+        early = self.early
+        if early is not None and early.stopped_epoch > 0:
+            self.log(f"stopped early after epoch {early.stopped_epoch + 1}: {early.monitor} did not improve for "
+                     f"{early.patience} epochs")

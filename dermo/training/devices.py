@@ -2,7 +2,7 @@
 
     backend_devices()    -> ["CPU:0"] or ["GPU:0 (NVIDIA H100 80GB HBM3)", ...] as the backend sees them
     nvidia_gpus()        -> the NVIDIA GPUs the machine has, from the driver (whatever Python packages exist)
-    device_lines()       -> the line(s) train.py prints: the devices, plus one warning line when a GPU is
+    device_lines()       -> the line(s) dermo train prints: the devices, plus one warning line when a GPU is
                             present but the backend sees none (a CPU-only TensorFlow or jaxlib, or
                             CUDA_VISIBLE_DEVICES hiding it)
     resolve_jit(option, devices) -> bool: "on"/"off" as given; "auto" = on with a GPU; on a CPU, off under
@@ -74,7 +74,7 @@ def nvidia_gpus() -> list[str]:
 
 
 def device_lines(devices: list[str] | None = None, hardware: list[str] | None = None) -> list[str]:
-    """What train.py prints about devices: one line, plus one warning line for a present but unused GPU."""
+    """What dermo train prints about devices: one line, plus one warning line for a present but unused GPU."""
     backend = keras.backend.backend()
     devices = backend_devices() if devices is None else devices
     hardware = nvidia_gpus() if hardware is None else hardware

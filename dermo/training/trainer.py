@@ -1,8 +1,6 @@
 """One training run: data -> preprocessing cache -> CAMModel.fit -> run folder (docs/method.md §6, §8)."""
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -10,41 +8,32 @@ import keras
 import numpy as np
 import pandas as pd
 
-from dermo import __version__
-from dermo.data.datasets import Dataset, load_dataset
-from dermo.data.metadata import MetaEncoding, fit_encoding
-from dermo.data.duplicates import check_duplicates
-from dermo.errors import DermoError
 from dermo.model.backbones import check_image_size, check_weights, get_backbone
 from dermo.model.cam_model import CAMModel
-from dermo.model.names import CAM_FEATURE_LAYERS
-from dermo.model.network import inference_model, segmentation_model
 from dermo.pipeline.batches import LesionBatches
-from dermo.pipeline.prepare import prepare, settings_for
 from dermo.run import folder as runs
-from dermo.run.config import TrainConfig, check_config, meta_column_list
-from dermo.run.splits import record_split
-from dermo.training.callbacks import CenterRefresh, NaNGuard, PreciseBatchNorm, ValidationMetrics
+from dermo.run.config import TrainConfig, check_config
+from dermo.training.callbacks import CenterRefresh, EpochLog, NaNGuard, PreciseBatchNorm, ValidationMetrics
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.training.devices import backend_devices, device_lines, resolve_jit
 from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
                                   make_strategy, precision_policy, set_seeds)
+from dermo.training.finish import config_dict, finish_run
+from dermo.training.inputs import TrainingError, fit_meta, load_data
 from dermo.training.workers import (SINGLE, Worker, check_batch_size, distributed_batches,
-                                    keras_multiworker_fixes, plain_batchnorm, synchronise_batchnorm, this_worker)
+                                    keras_multiworker_fixes, synchronise_batchnorm, this_worker)
 
-
-class TrainingError(DermoError, RuntimeError):
-    """Training could not go on; one line saying why and what to do."""
+__all__ = ["TrainingError", "make_callbacks", "train", "train_model"]
 
 
 def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_batches, num_classes: int,
-                   resume_state: dict | None = None) -> list:
+                   resume_state: dict | None = None, steps: int = 0, log=print) -> list:
     # the best weights come back from best.weights.h5 after fit (train_model), also in a resumed process, where
     # Keras' own restore_best_weights would only know the epochs since the resume
     early = keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience,
-                                          mode="max", restore_best_weights=False, verbose=1)
+                                          mode="max", restore_best_weights=False, verbose=0)
     plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                                min_lr=1e-4, verbose=1)
+                                                min_lr=1e-4, verbose=0)      # the epoch line shows the rate
     return [
         CenterRefresh(),
         NaNGuard(),
@@ -56,7 +45,16 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
         # last: restores the two above after their own on_train_begin reset; saves after they updated
         RunCheckpoint(run_dir, [early, plateau], monitor=cfg.monitor, best_name=runs.BEST_WEIGHTS,
                       resume_state=resume_state),
+        EpochLog(cfg.epochs, steps, active_terms(cfg), early, log),
     ]
+
+
+def active_terms(cfg: TrainConfig) -> list[str]:
+    """The loss terms of the epoch line: L_cls and each term whose λ is on."""
+    on = {"center_loss": cfg.lambda_center, "cskl_loss": cfg.lambda_cskl if cfg.cskl != "off" else 0,
+          "mask_loss": cfg.lambda_mask, "outside_loss": cfg.lambda_outside,
+          "seg_loss": cfg.lambda_seg if cfg.head == "segmentation" else 0}
+    return ["cls_loss"] + [name for name, weight in on.items() if weight]
 
 
 def check_setup(cfg: TrainConfig) -> None:
@@ -71,87 +69,44 @@ def check_setup(cfg: TrainConfig) -> None:
 
 def prepare_run_dir(cfg: TrainConfig, worker: Worker = SINGLE) -> Path:
     """Check the run folder (--out) for a new or resumed run; returns where this process writes it: the run
-    folder, or a temporary folder on the workers of a multi-worker run that are not its chief."""
+    folder, or a temporary folder on the workers of a multi-worker run that are not its chief. A finished run
+    resumes only to train longer (more --epochs, or more patience after an early stop)."""
     run_dir = cfg.run_dir
     if cfg.resume:
-        if read_resume_state(run_dir) is None and (run_dir / runs.CONFIG).exists():
-            raise TrainingError(f"{run_dir}: this run already finished (nothing to resume); evaluate it "
-                                f"with evaluate.py --run {run_dir}, or train anew with another --out")
-        if read_resume_state(run_dir) is None:
+        state = read_resume_state(run_dir)
+        finished = (run_dir / runs.CONFIG).exists()
+        if state is None and finished:
+            raise TrainingError(f"{run_dir}: this run finished without keeping its last state ({runs.BACKUP_DIR}/), "
+                                f"so it cannot go on; evaluate it with dermo evaluate --run {run_dir}, or train "
+                                "anew with another --out")
+        if state is None:
             raise TrainingError(f"{run_dir}: nothing to resume (no {runs.BACKUP_DIR}/ checkpoint); "
                                 "start without --resume")
+        stopped = state.get("callbacks", {}).get("EarlyStopping", {}).get("stopped_epoch") or 0
+        saved = runs.read_json(run_dir / runs.CONFIG) if finished else {}
+        longer = state["epoch"] < cfg.epochs and (not stopped or cfg.early_stopping_patience >
+                                                  saved.get("early_stopping_patience", cfg.early_stopping_patience))
+        if finished and not longer:
+            why = (f"it stopped early after epoch {stopped + 1}; pass a larger --early-stopping-patience" if stopped
+                   else f"it trained all {state['epoch']} epochs; pass --epochs N with N > {state['epoch']}")
+            raise TrainingError(f"{run_dir}: this run already finished ({why}) to train it longer, or evaluate it "
+                                f"with dermo evaluate --run {run_dir}")
     elif (run_dir / runs.CONFIG).exists() or (run_dir / runs.BACKUP_DIR).exists():
         raise TrainingError(f"{run_dir}: already holds a run; pass --resume to continue it or choose "
                             "another --out")
     return worker.write_dir(run_dir)
 
 
-def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list, list]:
-    ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
-                      cfg.group_column, meta_column_list(cfg.meta_columns))
-    check_classes_present(cfg, ds, log)
-    duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
-    record_split(run_dir or cfg.run_dir, ds, cfg.resume)           # split.csv, also for interrupted runs
-    if duplicates:
-        log(f"note: {len(duplicates)} exact duplicate image pair(s) across train and val (--allow-duplicates)")
-    settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
-    log(f"data: {ds.source} — classes {ds.classes}, {len(ds.train)} train / {len(ds.val)} val images")
-    log("preprocessing (cached; hair removal, colour constancy, lesion masks)…")
-    train_items, bad_train = prepare(ds.train, settings, cfg.cache_dir, cfg.on_bad_image)
-    val_items, bad_val = prepare(ds.val, settings, cfg.cache_dir, cfg.on_bad_image)
-    ds.skipped += bad_train + bad_val
-    if ds.skipped:
-        log(f"skipped {len(ds.skipped)} bad file(s):")
-        for line in ds.skipped:
-            log(f"  {line}")
-    if not train_items or not val_items:
-        raise TrainingError(f"{cfg.data}: no usable {'training' if not train_items else 'validation'} "
-                            "images left")
-    return ds, train_items, val_items
+def train(cfg: TrainConfig, log=print, started: float | None = None) -> Path:
+    """Run a whole training; returns the run folder. `started`: when the command started (time.time()), so the
+    closing line counts the imports too."""
+    return train_model(cfg, log, started)[0]
 
 
-EVERY_CLASS_MONITORS = ("val_auc", "val_balanced_accuracy")    # undefined or misleading without every class
-
-
-def check_classes_present(cfg: TrainConfig, ds: Dataset, log=print) -> None:
-    """A class without training images cannot be learnt (refused); one without validation images is said in a
-    note, and refused with a monitor that needs every class (AUC is undefined, balanced accuracy ignores it)."""
-    for split in ("train", "val"):
-        counts = np.bincount([s.label for s in ds.split(split)], minlength=ds.num_classes)
-        absent = [c for c, n in zip(ds.classes, counts) if n == 0]
-        if not absent:
-            continue
-        what = f"{cfg.data}: the {split} split has no image of class {', '.join(absent)}"
-        if split == "train":
-            raise TrainingError(f"{what}; every class needs training images")
-        if cfg.monitor in EVERY_CLASS_MONITORS:
-            raise TrainingError(f"{what}, so --monitor {cfg.monitor} is undefined; use --monitor val_accuracy or "
-                                "val_kappa, or a split with every class in val")
-        log(f"note: {what}; its recall, the AUC and the balanced accuracy are not measured")
-
-
-def fit_meta(cfg: TrainConfig, ds: Dataset, train_items: list, log=print) -> MetaEncoding | None:
-    """The metadata encoding of --meta-columns fitted on the training images only (stored in
-    cfg.meta_encoding, hence config.json); None without --meta-columns."""
-    names = meta_column_list(cfg.meta_columns)
-    if not names:
-        return None
-    enc = fit_encoding(names, [dict(it.meta or ()) for it in train_items], source=ds.source)
-    cfg.meta_encoding = enc.to_dict()
-    missing = {n: sum(dict(it.meta or ()).get(n) is None for it in train_items) for n in names}
-    log(f"metadata: {', '.join(enc.feature_names())} ({enc.width} inputs, fitted on {len(train_items)} training "
-        "images; missing: " + ", ".join(f"{n} {k}" for n, k in missing.items()) + ")")
-    return enc
-
-
-def train(cfg: TrainConfig, log=print) -> Path:
-    """Run a whole training; returns the run folder."""
-    return train_model(cfg, log)[0]
-
-
-def train_model(cfg: TrainConfig, log=print) -> tuple[Path, CAMModel]:
+def train_model(cfg: TrainConfig, log=print, started: float | None = None) -> tuple[Path, CAMModel]:
     """Run a whole training; returns the run folder and the trained in-memory model (best weights), the very
     model whose inference graph was saved."""
+    started = started or time.time()
     check_setup(cfg)
     worker = this_worker(cfg.strategy)                 # TF_CONFIG with --strategy multiworker
     strategy = make_strategy(cfg.strategy)             # before any other TF op (MultiWorkerMirroredStrategy)
@@ -160,24 +115,26 @@ def train_model(cfg: TrainConfig, log=print) -> tuple[Path, CAMModel]:
         keras.mixed_precision.set_global_policy(precision_policy())
     run_dir = prepare_run_dir(cfg, worker)             # where this process writes (chief: the run folder)
     try:
-        return cfg.run_dir, _train(cfg, worker, strategy, run_dir, log)
+        return cfg.run_dir, _train(cfg, worker, strategy, run_dir, log, started)
     finally:
         worker.cleanup(run_dir)                         # the temporary folder of a non-chief worker
 
 
-def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CAMModel:
+def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, started: float) -> CAMModel:
     if not cfg.resume:
-        runs.write_json(run_dir / runs.RESUME_CONFIG, _config_dict(cfg))
+        runs.write_json(run_dir / runs.RESUME_CONFIG, config_dict(cfg))
     ds, train_items, val_items = load_data(cfg, log, run_dir)
     meta = fit_meta(cfg, ds, train_items, log)
     runs.write_json(run_dir / runs.CLASSES, {"classes": ds.classes})
     devices = backend_devices()
-    for line in device_lines(devices):
-        log(line)
     jit = resolve_jit(cfg.jit_compile, devices)
-    role = f", {worker.task} {worker.index} of {worker.count} worker(s)" if cfg.strategy == "multiworker" else ""
-    log(f"strategy: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s){role}; XLA "
-        f"jit_compile {'on' if jit else 'off'} (--jit-compile {cfg.jit_compile})")
+    lines = device_lines(devices)
+    replicas = strategy.num_replicas_in_sync
+    role = f", {worker.task} {worker.index} of {worker.count} workers" if cfg.strategy == "multiworker" else ""
+    lines[0] += (f"; {type(strategy).__name__} over {replicas} replicas{role}" if replicas > 1 or role else "") + \
+        f"; XLA {'on' if jit else 'off'}"
+    for line in lines:
+        log(line)
     class_weights = (balanced_class_weights([it.label for it in train_items], ds.num_classes)
                      if cfg.class_weight == "balanced" else None)
     if class_weights is not None:
@@ -205,7 +162,8 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
         train_batches.set_epoch(initial_epoch)        # the shuffle/augmentation of that epoch
         truncate_history(run_dir / runs.HISTORY, initial_epoch)
         log(f"resuming {run_dir} after epoch {initial_epoch}")
-    callbacks = make_callbacks(cfg, run_dir, val_batches, plain_batches, ds.num_classes, state)
+    callbacks = make_callbacks(cfg, run_dir, val_batches, plain_batches, ds.num_classes, state, len(train_batches),
+                               log)
     start = time.time()
     # shuffle=False: LesionBatches shuffles itself from (seed, epoch); Keras' own batch shuffling uses
     # Python's global `random`, which a resumed process cannot replay
@@ -215,7 +173,7 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
         fit_data = distributed_batches(strategy, train_batches, (initial_epoch, cfg.epochs))
         val_data, steps = distributed_batches(strategy, val_batches), len(train_batches)
     model.fit(fit_data, validation_data=val_data, epochs=cfg.epochs, callbacks=callbacks, steps_per_epoch=steps,
-              initial_epoch=initial_epoch, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+              initial_epoch=initial_epoch, shuffle=False, verbose=0)           # EpochLog says each epoch
     guard = next(cb for cb in callbacks if isinstance(cb, NaNGuard))
     if guard.message:
         raise TrainingError(guard.message)
@@ -228,52 +186,6 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log) -> CA
                 f"({cfg.monitor} {best[cfg.monitor]:.4f})")
     runtime = {"backend": keras.backend.backend(), "devices": devices, "jit_compile_used": jit,
                "replicas": strategy.num_replicas_in_sync, "precision": keras.mixed_precision.global_policy().name}
-    finish_run(cfg, run_dir, model, ds, time.time() - start, log, class_weights, runtime)
+    seconds = {"train": time.time() - start, "wall": time.time() - started}
+    finish_run(cfg, run_dir, model, ds, seconds, log, class_weights, runtime, val_batches)
     return model
-
-
-def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
-    """What a saved classifier needs to be used correctly (dermo.run.contract): classes, input size and the
-    preprocessing of its training images; with metadata also its encoding ("meta", dermo.data.metadata)."""
-    meta = {"meta": cfg.meta_encoding} if cfg.meta_encoding else {}
-    return {**meta, "classes": list(classes), "task": cfg.task, "image_size": cfg.image_size,
-            "preprocessing": {"hair": cfg.hair_removal, "color": cfg.color_constancy,
-                              "p": settings_for(cfg.image_size).p,
-                              "cache_size": settings_for(cfg.image_size).size},
-            "input": "RGB float 0..255 (B,S,S,3) after the preprocessing; normalisation is inside the model",
-            "backbone": cfg.backbone, "weights": cfg.weights if cfg.weights in ("imagenet", "noisy-student",
-                                                                                   "none") else "file",
-            "feature_layer": CAM_FEATURE_LAYERS[cfg.cam_stride], "dermo_version": __version__}
-
-
-def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: float, log,
-               class_weights=None, runtime: dict | None = None) -> None:
-    from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
-
-    contract = model_contract(cfg, ds.classes)
-    with plain_batchnorm(model):              # loadable under every backend, also after --strategy mirrored
-        net = inference_model(model)
-        runs.save_keras_atomic(net, run_dir / runs.MODEL_KERAS, contract=contract)
-        runs.save_keras_atomic(net, run_dir / runs.MODEL_H5, contract=contract)
-        segmenter = segmentation_model(model)
-        if segmenter is not None:
-            runs.save_keras_atomic(segmenter, run_dir / runs.SEG_MODEL, contract=contract)
-    history = pd.read_csv(run_dir / runs.HISTORY)
-    plot_history(history, run_dir / runs.CURVES)
-    config = {**_config_dict(cfg), "classes": ds.classes, "num_classes": ds.num_classes,
-              "data_source": ds.source, "feature_layer": contract["feature_layer"],
-              "class_weights": class_weights, "preprocessing": contract["preprocessing"],
-              "train_seconds": round(seconds, 1), "skipped": ds.skipped, **(runtime or {})}
-    runs.write_json(run_dir / runs.CONFIG, config)
-    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")
-    log(f"done in {seconds:.0f} s: best {cfg.monitor.replace('_', ' ')} {best:.3f}. Run folder: {run_dir}/ "
-        f"(curves.png, history.csv, model.keras). Evaluate: python3 evaluate.py --run {run_dir}")
-
-
-def _config_dict(cfg: TrainConfig) -> dict:
-    import dataclasses
-
-    d = dataclasses.asdict(cfg)
-    d["resume"] = False
-    return d

@@ -1,4 +1,4 @@
-"""The viewer: a local web page that shows what a model sees (python -m dermo.viewer, docs/method.md §9).
+"""The viewer: a local web page that shows what a model sees (dermo view, docs/method.md §9).
 
     members   the run(s) or model files behind it, each through its own dermo.predict.Predictor; soft vote
     evalset   an evaluation folder's predictions.csv as a table whose rows open the per-image view

@@ -68,7 +68,7 @@ class Viewer:
         return self._evaluation().table()
 
     def eval_row(self, index: int) -> dict:
-        """Row `index` of predictions.csv, predicted from its image path as evaluate.py did (with the mask
+        """Row `index` of predictions.csv, predicted from its image path as dermo evaluate did (with the mask
         beside it, if any, and the metadata the members' runs recorded for it: uploads have none)."""
         path, label = self._evaluation().row(index)
         if not path.is_file():

@@ -1,12 +1,12 @@
 """Look at what a model sees, in the browser (docs/method.md §9).
 
-    python -m dermo.viewer --run runs/NAME [--eval runs/NAME/eval-val] [--port 8765]
-    python -m dermo.viewer --models a.keras b.keras runs/c [--weights 1 1 2]   # an ensemble
-    python -m dermo.viewer --run runs/cv                  # a folder of run folders: one member per run
+    dermo view --run runs/NAME [--eval runs/NAME/eval-val] [--port 8765]
+    dermo view --models a.keras b.keras runs/c [--weights 1 1 2]   # an ensemble
+    dermo view --run runs/cv                  # a folder of run folders: one member per run
 
 Serves a page on http://127.0.0.1:PORT/ (only this machine, unless --host) where images dropped or chosen
 show, per model: the original, the preprocessed image the model saw, the lesion mask's contour, every
-class's probability and CAM (opacity slider) and the lesion focus. With --eval (evaluate.py's output folder;
+class's probability and CAM (opacity slider) and the lesion focus. With --eval (dermo evaluate's output folder;
 alone, its run is the folder above it) the page also lists predictions.csv, sortable and filterable, each row
 opening the same view. Uploads over --max-upload-mb, files that are not images, truncated files and images
 of too many pixels are refused with one line in the page. Ctrl-C (or --stop-after) stops the server.
@@ -19,25 +19,27 @@ import sys
 import threading
 from pathlib import Path
 
+from dermo.console import parser
 from dermo.errors import run_cli
 
-PROG = "dermo.viewer"
+PROG = "dermo view"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", nargs="+", default=[], help="run folder(s) written by train.py, or a folder of run "
-                                                        "folders (every run in it is a member)")
+def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
+    p = parser(prog, __doc__)
+    p.add_argument("--run", nargs="+", default=[], help="run folder(s) written by dermo train, or a folder of run "
+                                                        "folders (every run in it is a member; default: none)")
     p.add_argument("--models", nargs="+", default=[], help="model files (.keras/.h5) and/or run folders: an "
-                                                           "ensemble, soft-voted as ensemble.py does")
-    p.add_argument("--weights", nargs="+", type=float, help="one soft-vote weight per model (default equal)")
+                                                           "ensemble, soft-voted as dermo ensemble does "
+                                                           "(default: none)")
+    p.add_argument("--weights", nargs="+", type=float, help="one soft-vote weight per model (default: equal)")
     p.add_argument("--task", choices=["binary", "multiclass", "auto"], default="auto",
                    help="class names of model files saved without dermo's contract")
-    p.add_argument("--eval", help="an evaluation folder (predictions.csv) to browse, e.g. runs/NAME/eval-val")
+    p.add_argument("--eval", help="an evaluation folder (predictions.csv) to browse, e.g. runs/NAME/eval-val "
+                                  "(default: none)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, MB")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload in MB")
     p.add_argument("--stop-after", type=float, metavar="SECONDS",
                    help="stop serving after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--cache-dir", help="preprocessing cache for evaluation rows (default: the run's, "
@@ -99,8 +101,8 @@ def serve(server, stop_after: float | None) -> str:
     return f"stopped after {stop_after:g} s (--stop-after)"
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
 
     def body() -> int:
         from dermo.viewer.server import url_of
@@ -109,11 +111,11 @@ def main(argv=None) -> int:
         try:
             server.viewer = viewer = build_viewer(args)
             members = ", ".join(viewer.members.names)
-            print(f"{PROG}: {members} ({', '.join(viewer.members.classes)}); open {url_of(server)} "
+            print(f"{prog}: {members} ({', '.join(viewer.members.classes)}); open {url_of(server)} "
                   "(Ctrl-C stops it)", flush=True)
-            print(f"{PROG}: {serve(server, args.stop_after)}", file=sys.stderr)
+            print(f"{prog}: {serve(server, args.stop_after)}", file=sys.stderr)
         finally:
             server.server_close()
         return 0
 
-    return run_cli(body, PROG)
+    return run_cli(body, prog)

@@ -1,4 +1,4 @@
-"""An evaluation folder (evaluate.py's eval-<split>/ or predict/, ensemble.py's output) as the viewer's table.
+"""An evaluation folder (dermo evaluate's eval-<split>/ or predict/, dermo ensemble's output) as the viewer's table.
 
     ev = EvalSet.load("runs/NAME/eval-val").check(classes)     # classes: the models'; check() before use
     ev.table()      # JSON-ready: classes, rows (row, name, label, predicted, confidence, probs, lesion focus)
@@ -30,8 +30,8 @@ class EvalSet:
         folder = Path(folder)
         csv = folder / PREDICTIONS
         if not csv.is_file():
-            raise ViewerError(f"--eval {folder}: no {PREDICTIONS} (an evaluation folder written by evaluate.py "
-                              "or ensemble.py)")
+            raise ViewerError(f"--eval {folder}: no {PREDICTIONS} (an evaluation folder written by dermo evaluate "
+                              "or dermo ensemble)")
         try:
             frame = pd.read_csv(csv)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

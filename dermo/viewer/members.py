@@ -1,10 +1,10 @@
 """The model(s) behind the viewer: one run, or an ensemble of runs and model files, each predicting through
-its own Predictor (its input size and preprocessing), soft-voted as ensemble.py does.
+its own Predictor (its input size and preprocessing), soft-voted as dermo ensemble does.
 
     members = Members.load(["runs/a", "runs/cv", "b.keras"], task="auto", weights=None)
     probs, predictions = members.predict(image)     # image: a path or a uint8 RGB array (H,W,3)
 
-A run folder is a member; a cross-validation folder (python -m dermo.cv) or another folder of run folders is
+A run folder is a member; a cross-validation folder (dermo cv) or another folder of run folders is
 one member per run inside it; a model file inside a run folder is that run's model; a bare model file takes its classes
 from its contract, else from --task.
 """
@@ -18,14 +18,14 @@ import numpy as np
 
 from dermo import metrics
 from dermo.evaluation.sources import Source, predictor_for, resolve_source
-from dermo.experiments.cv import fold_runs, is_cv_folder
+from dermo.run.folder import fold_runs, is_cv_folder
 from dermo.run.folder import CONFIG
 from dermo.run.splits import META_PREFIX, read_split
 from dermo.viewer.problems import ViewerError
 
 
 def expand(spec) -> list[str]:
-    """A run folder or model file -> [spec]; a cross-validation folder (python -m dermo.cv) -> its fold runs in
+    """A run folder or model file -> [spec]; a cross-validation folder (dermo cv) -> its fold runs in
     fold order; another folder of run folders -> its runs (sorted by name)."""
     p = Path(spec)
     if not p.is_dir() or (p / CONFIG).is_file():
@@ -35,7 +35,7 @@ def expand(spec) -> list[str]:
     runs = sorted(str(c.parent) for c in p.glob(f"*/{CONFIG}"))
     if not runs:
         raise ViewerError(f"{spec}: neither a run folder ({CONFIG}) nor a folder of run folders; pass a run "
-                          "written by train.py, or model files with --models")
+                          "written by dermo train, or model files with --models")
     return runs
 
 

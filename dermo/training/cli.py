@@ -1,0 +1,140 @@
+"""Train a CAM-regularised EfficientNet lesion classifier (docs/method.md §9 lists every option).
+
+    dermo train --demo                                  # generated demo data, ~2 min on 2 CPU cores
+    dermo train --task binary --data DATA --backbone B0 --weights imagenet --out runs/b0
+    dermo train --resume --out runs/b0                  # continue an interrupted run
+    dermo train --resume --out runs/b0 --epochs 80      # train a run (finished or not) for longer
+    (python3 train.py ... is the same command)
+
+The run folder (--out) gets config.json, split.csv, model.keras / model.h5, best.weights.h5, history.csv,
+curves.png; evaluate it with `dermo evaluate --run RUN`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dermo.console import given_options, parser
+from dermo.errors import DermoError, run_cli
+from dermo.run.config import TrainConfig, add_train_arguments, check_config, config_from_args
+
+PROG = "dermo train"
+# The demo: generated dermoscopy-like images, small and short enough for ~2 minutes on 2 CPU cores.
+DEMO_DATA = Path("data/demo")
+DEMO = dict(task="binary", n=480, seed=0, size=128)
+DEMO_TRAIN = dict(backbone="B0", image_size=96, batch_size=16, epochs=12, weights="none",
+                  early_stopping_patience=6)
+# --resume: options that may differ from the run's. EXTENDABLE change the plan (said in a line); RUNTIME change
+# how it runs, not what it learns.
+EXTENDABLE = ("epochs", "early_stopping_patience", "lr_patience")
+RUNTIME = ("workers", "cache_dir", "on_bad_image", "resume", "out", "demo")
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = parser(prog, __doc__)
+    p.add_argument("--demo", action="store_true",
+                   help="generate a small synthetic dataset (data/demo/) and train on it: no download, ~2 min")
+    add_train_arguments(p)
+    return p
+
+
+def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
+    p = build_parser(prog)
+    args = p.parse_args(argv)
+    args.given = given_options(p, argv if argv is not None else sys.argv[1:])
+    return args
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resumed_config(cfg: TrainConfig, given: set[str], log=print) -> TrainConfig:
+    """The run's own options (resume_config.json) for --resume: an option typed now that differs from them is
+    refused, except the EXTENDABLE ones (more epochs, more patience), which change the plan with a line."""
+    from dermo.run import folder as runs
+
+    saved = TrainConfig.from_dict(runs.read_json(Path(cfg.out) / runs.RESUME_CONFIG))
+    differ = [k for k in sorted(given) if k not in RUNTIME and getattr(cfg, k, None) != getattr(saved, k, None)]
+    fixed = [k for k in differ if k not in EXTENDABLE]
+    if fixed:
+        listing = ", ".join(f"{_flag(k)} {getattr(cfg, k)} (the run's: {getattr(saved, k)})" for k in fixed)
+        raise DermoError(f"{cfg.out}: --resume continues the run as it was started, and {listing} differ from it; "
+                         "leave them out, or train anew with another --out")
+    for k in differ:
+        log(f"extending the run: {_flag(k)} {getattr(saved, k)} -> {getattr(cfg, k)}")
+        setattr(saved, k, getattr(cfg, k))
+    for k in ("workers", "cache_dir", "on_bad_image"):
+        if k in given:
+            setattr(saved, k, getattr(cfg, k))
+    saved.resume, saved.out = True, cfg.out
+    if differ:
+        runs.write_json(Path(cfg.out) / runs.RESUME_CONFIG, {**runs.read_json(Path(cfg.out) / runs.RESUME_CONFIG),
+                                                              **{k: getattr(saved, k) for k in differ}})
+    return saved
+
+
+def resolve_config(args: argparse.Namespace, log=print) -> TrainConfig:
+    """Options -> checked TrainConfig: --resume reloads the run's saved options (resumed_config), --demo fills in
+    the demo's (the user's own options win) and writes the demo data. `args.given`: the options typed (default:
+    those differing from the parser's defaults)."""
+    from dermo.run import folder as runs
+
+    given = getattr(args, "given", None)
+    if given is None:
+        defaults = vars(build_parser().parse_args([]))
+        given = {k for k, v in vars(args).items() if v != defaults.get(k)}
+    cfg = config_from_args(args)
+    if cfg.resume and not cfg.out:
+        raise DermoError("--resume needs --out RUN, the run folder to continue")
+    if cfg.resume and not (Path(cfg.out) / runs.RESUME_CONFIG).exists():
+        raise DermoError(f"{cfg.out}: nothing to resume (no {runs.RESUME_CONFIG}: not a run folder of "
+                         "dermo train); start without --resume")
+    if cfg.resume:
+        cfg = resumed_config(cfg, given, log)
+        check_options(cfg)
+        return cfg
+    if args.demo:
+        cfg = TrainConfig.from_dict({**vars(cfg), **{k: v for k, v in DEMO_TRAIN.items() if k not in given},
+                                     "data": str(DEMO_DATA / DEMO["task"]), "task": DEMO["task"], "demo": True,
+                                     "out": cfg.out or "runs/demo"})
+    if not cfg.data:
+        raise DermoError("--data is required (or --demo, or --resume --out RUN)")
+    if not cfg.out:
+        cfg.out = str(Path("runs") / runs.default_run_name(cfg))
+    check_options(cfg)
+    if cfg.demo:
+        from dermo.data.synthetic import ensure_demo_dataset
+
+        ensure_demo_dataset(Path(cfg.data), **DEMO)
+    return cfg
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Every check that needs no TensorFlow, before it is imported (a mistake is answered in well under 1 s)."""
+    from dermo.model.backbones import check_image_size, check_weights, get_backbone
+
+    check_config(cfg)
+    check_image_size(get_backbone(cfg.backbone), cfg.image_size)
+    check_weights(cfg.weights)
+
+
+def main(argv=None, prog: str = PROG) -> int:
+    import time
+
+    started = time.time()
+    args = parse_args(argv, prog)
+
+    def run() -> int:
+        cfg = resolve_config(args)                  # options checked before TensorFlow is imported
+        from dermo.training.trainer import train
+
+        train(cfg, started=started)
+        return 0
+
+    return run_cli(run, prog)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

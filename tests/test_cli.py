@@ -1,0 +1,126 @@
+"""The `dermo` command as a user meets it: every subcommand's --help explains each option and shows its default, one
+error style, mistakes answered before TensorFlow is imported, and a training's output holds only lines a user can
+act on (no CUDA probe error, no HDF5 "legacy" advice, no retracing warning, no raw progress bars in a log)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dermo.cli import COMMANDS
+from dermo.cli import main as dermo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def help_text(name: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
+        dermo([name, "--help"])
+    assert stop.value.code == 0
+    return out.getvalue()
+
+
+def option_entries(text: str) -> list[tuple[str, str]]:
+    """(option spec, its help) for every optional argument of an argparse --help text."""
+    entries, spec, helps = [], None, []
+    for line in text.splitlines():
+        m = re.match(r"^  (-\S.*?)(?:\s{2,}(.*))?$", line)
+        if m and not line.startswith("   "):
+            if spec is not None:
+                entries.append((spec, " ".join(helps)))
+            spec, helps = m.group(1), [m.group(2) or ""]
+        elif spec is not None and line.startswith("    ") and line.strip():
+            helps.append(line.strip())
+        elif spec is not None and not line.strip():
+            entries.append((spec, " ".join(helps)))
+            spec, helps = None, []
+    if spec is not None:
+        entries.append((spec, " ".join(helps)))
+    return entries
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_value_option_says_what_it_is_and_its_default(name):
+    text = help_text(name)
+    assert text.startswith(f"usage: dermo {name}")
+    entries = option_entries(text)
+    assert len(entries) >= 3, text
+    missing = []
+    for spec, helped in entries:
+        if spec.startswith("-h, --help"):
+            continue
+        takes_value = bool(re.match(r"^--?[\w-]+(, --?[\w-]+)* \S", spec))
+        meaning = re.sub(r"\(default: [^)]*\)", "", helped).strip()
+        if not meaning or "(default: None)" in helped or (takes_value and "default" not in helped
+                                                          and "required" not in helped):
+            missing.append(spec)
+    assert not missing, f"dermo {name}: options without a meaning or a default: {missing}"
+
+
+def test_dermo_lists_its_commands_and_refuses_an_unknown_one(capsys):
+    assert dermo([]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in COMMANDS)
+    assert dermo(["trian"]) == 2
+    assert capsys.readouterr().err.strip().endswith("dermo: error: unknown command 'trian'; choose one of "
+                                                    + ", ".join(COMMANDS))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--backbone", "B9", "--data", "x"], "dermo train: error: unknown backbone 'B9'"),
+    (["train", "--image-size", "0", "--data", "x"], "dermo train: error: --image-size 0 is below the minimum 32"),
+    (["train", "--epochs", "0", "--data", "x"], "dermo train: error: --epochs 0: train for at least 1 epoch"),
+])
+def test_option_mistakes_are_answered_before_tensorflow_is_imported(argv, expected):
+    """A fresh process: the one error line comes before TensorFlow is imported (well under a second here)."""
+    code = ("import sys\nfrom dermo.cli import main\nrc = main(sys.argv[1:])\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'\nsys.exit(rc)")
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().startswith(expected) and r.stderr.count("\n") == 1, r.stderr
+    print(f"{argv}: {time.perf_counter() - start:.2f} s")
+
+
+# lines a run may print: each says something the user can act on or needs to read
+EXPECTED_LINES = [r"data: ", r"preprocessing \(cached", r"devices: tensorflow on CPU:0; XLA off$",
+                  r"epoch \d+/\d+ · \d+ s · loss ", r"restored the weights of the best epoch, ",
+                  r"done in \d+ s \(\d+ s of training\): best val accuracy", r"note: the model predicts "]
+NOISE = ("cuInit", "legacy", "retracing", "\r", "Traceback", "WARNING", "I0000", "E0000", "oneDNN")
+
+
+@pytest.mark.slow
+def test_a_tiny_training_prints_only_lines_a_user_can_act_on(tmp_path):
+    from dermo.data.synthetic import write_dataset
+
+    data = write_dataset(tmp_path / "data", "binary", n=12, size=64, workers=1)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}       # as in a user's shell
+    r = subprocess.run([sys.executable, "-m", "dermo", "train", "--data", str(data), "--task", "binary",
+                        "--image-size", "64", "--batch-size", "8", "--epochs", "1", "--weights", "none",
+                        "--workers", "1", "--out", str(tmp_path / "run")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (r.stdout + r.stderr).splitlines()
+    noisy = [line for line in lines if any(n in line for n in NOISE)]
+    assert not noisy, noisy
+    unknown = [line for line in lines if not any(re.match(p, line) for p in EXPECTED_LINES)]
+    assert not unknown, unknown
+    assert any(line.startswith("done in ") for line in lines)
+
+
+def test_importing_the_package_prints_nothing(tmp_path):
+    """`from dermo.predict import Predictor` (TensorFlow imported) in a user's script: no start-up lines."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", "from dermo.predict import Predictor; import keras; "
+                        "keras.ops.convert_to_numpy(keras.ops.ones(2) * 2)"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**env, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
