@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:
 import pytest  # noqa: E402
 
 # a finished single-process run folder (checked on a real one in test_training.py) and its history.csv columns
-RUN_FILES = {"config.json", "classes.json", "split.csv", "resume_config.json", "model.keras", "model.h5",
+RUN_FILES = {"config.json", "classes.json", "split.csv", "resume_config.json", "model.keras", "model.h5", "backup",
              "best.weights.h5", "history.csv", "curves.png"}
 HISTORY_COLUMNS = ["epoch", "accuracy", "center_loss", "cls_loss", "cskl_loss", "learning_rate", "loss", "mask_loss", "outside_loss",
                    "val_accuracy", "val_auc", "val_balanced_accuracy", "val_center_loss", "val_cls_loss",

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermo.evaluation import cli as evaluate
+from dermo.evaluation import scoring as evaluate
 from dermo.data.synthetic import write_dataset
 from dermo.experiments import ablation
 from dermo.experiments import grid as configs

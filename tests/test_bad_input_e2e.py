@@ -154,7 +154,7 @@ def test_train_as_a_command_prints_exactly_one_line(bad, tmp_path):
     """The one subprocess: what a user sees — no TensorFlow start-up chatter, no libpng/libjpeg warnings
     from the decoders, no traceback; exit status 2."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, str(ROOT / "dermo train"), "--data", str(bad["data"]),
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(bad["data"]),
                            "--task", "binary", "--image-size", str(SIZE), "--weights", "none",
                            "--allow-duplicates", "--out", str(tmp_path / "run")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -235,8 +235,12 @@ def test_kl_penalty_peaks_at_inverse_sqrt_lambda():
     lam = 0.1
     x = np.linspace(0.0, 20.0, 20001, dtype=np.float32)
     fx = npv(kl_penalty(x, lam))
-    assert x[np.argmax(fx)] == pytest.approx(1 / np.sqrt(lam), abs=2e-3)
+    # f is flat at its peak: f(x0 ± d) ≈ f_max·(1 − λ d²/4), within one float32 ulp of f_max for |d| ≲ 1.7e-3, so
+    # which grid point wins the argmax is round-off; the peak's place is checked at 5e-3 (3× that flat width) and
+    # its height to float32 precision
+    assert x[np.argmax(fx)] == pytest.approx(1 / np.sqrt(lam), abs=5e-3)
     assert fx.max() == pytest.approx(1 / (2 * np.sqrt(lam)), rel=1e-6)
+    assert np.all(fx[np.abs(x - 1 / np.sqrt(lam)) > 0.5] < fx.max() * (1 - 0.1 * 0.25 ** 2 / 4))   # lower beside
 
 
 def test_cskl_bad_mode():

@@ -152,7 +152,7 @@ def _report(folder: Path, name: str):
 def test_chief_run_folder_has_the_layout_of_a_single_process_run(runs):
     multi = runs["multi"]
     assert {p.name for p in multi.iterdir()} == RUN_FILES
-    assert (multi / "model.keras").stat().st_size > 0 and not (multi / "backup").exists()
+    assert (multi / "model.keras").stat().st_size > 0 and (multi / "backup" / "state.json").exists()
     h2 = pd.read_csv(multi / "history.csv")
     assert list(h2.columns) == HISTORY_COLUMNS and list(h2["epoch"]) == list(range(EPOCHS))
     assert np.isfinite(h2.drop(columns="epoch").to_numpy()).all()
@@ -274,5 +274,5 @@ def test_resume_after_a_worker_is_killed(runs):
     finish(start_cluster(["--resume", "--out", str(out)], out, folder, "resumed"))
     h = pd.read_csv(out / "history.csv")
     ref = pd.read_csv(runs["multi"] / "history.csv")
-    assert list(h["epoch"]) == list(range(EPOCHS)) and not (out / "backup").exists()
+    assert list(h["epoch"]) == list(range(EPOCHS)) and (out / "config.json").exists()
     pd.testing.assert_frame_equal(h, ref, rtol=1e-4)

@@ -159,7 +159,7 @@ def test_nan_loss_stops_training_with_one_line(tmp_path, monkeypatch, capsys):
     assert rc == 2, cap.err
     err = cap.err.strip()
     assert "\n" not in err and "Traceback" not in err, err
-    assert err.startswith("train.py: error: training stopped: the loss became nan at batch 0")
+    assert err.startswith("dermo train: error: training stopped: the loss became nan at batch 0")
     assert "mask_loss" in err and "--learning-rate" in err
     assert not (out / runs.MODEL_KERAS).exists() and not (out / runs.CONFIG).exists()
     assert not (out / runs.BACKUP_DIR).exists() and not (out / runs.BEST_WEIGHTS).exists()

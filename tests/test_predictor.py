@@ -95,7 +95,7 @@ def test_evaluate_model_file_takes_classes_from_its_contract(tiny_run, tmp_path,
     capsys.readouterr()
     assert evaluate.main(["--model", str(tiny_run / runs.MODEL_KERAS), "--task", "binary", "--data", data]) == 2
     err = capsys.readouterr().err.strip()
-    assert "trained on classes bcc, mel, scc, not task binary's" in err and "\n" not in err
+    assert "has classes bcc, mel, scc, not task binary's" in err and "\n" not in err
 
 
 def test_model_without_hair_removal_is_evaluated_without_it(tmp_path, capsys):

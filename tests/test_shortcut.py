@@ -112,7 +112,7 @@ def test_cli_shortcut_and_one_line_errors(tmp_path, capsys):
                         (["--blend", "0.9", "0.6"], "--blend 0.9 0.6")):
         assert synthetic.main([str(tmp_path / "t"), "--shortcut", "--n", "10", *argv]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and err.startswith("error:") and words in err
+        assert err.count("\n") == 0 and err.startswith("dermo synthetic: error:") and words in err
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     assert synthetic.main([str(tmp_path / "mine"), "--shortcut", "--n", "10"]) == 2

@@ -64,7 +64,9 @@ def test_run_folder_has_every_file(run_a):
     cfg = json.loads((run_a / "config.json").read_text())
     assert cfg["backbone"] == "B0" and cfg["image_size"] == 64 and cfg["num_classes"] == 2
     assert TrainConfig.from_dict(cfg).lambda_cskl == 0.1
-    assert not (run_a / runs.BACKUP_DIR).exists()
+    state = json.loads((run_a / runs.BACKUP_DIR / "state.json").read_text())     # kept: --resume --epochs N
+    assert state["epoch"] == EPOCHS and (run_a / runs.BACKUP_DIR / state["weights"]).exists()
+    assert len(list((run_a / runs.BACKUP_DIR).iterdir())) == 2                # the last epoch's state only
 
 
 def test_history_logs_real_per_term_values_and_loss_decreases(run_a):
@@ -105,7 +107,7 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path, capsys)
     (reproducibility, and weights/optimizer/centres/LR/early-stopping state carried over); the resumed process
     names the best epoch of the whole run (history.csv's), whose weights the saved model holds."""
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "dermo train"), *train_args(data64, out)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *train_args(data64, out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     kill_after_first_epoch([proc], out)
     assert not (out / "model.keras").exists()
@@ -120,7 +122,7 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path, capsys)
     assert f"restored the weights of the best epoch, {best + 1} of {EPOCHS} (val_accuracy" in logged
     assert "Restoring model weights" not in logged
     np.testing.assert_array_equal(pd.read_csv(out / "history.csv")["learning_rate"].iloc[0], 1.0)
-    assert (out / runs.BEST_WEIGHTS).exists() and not (out / runs.BACKUP_DIR).exists()
+    assert (out / runs.BEST_WEIGHTS).exists() and (out / runs.CONFIG).exists()
 
 
 def test_refuses_to_overwrite_and_resume_without_checkpoint(run_a, tmp_path, capsys, data64):

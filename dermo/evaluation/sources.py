@@ -72,10 +72,14 @@ def resolve_source(spec, task: str = "auto", kind: str = "auto", own_run: bool =
         raise EvaluationError(f"{spec}: neither a run folder nor a .h5/.keras model file")
     if not p.is_file():
         raise EvaluationError(f"{spec}: model file not found")
-    if own_run and (folder := runs.run_folder_of(p)) is not None:
-        return _run_source(spec, runs.load_run(folder), p)
-    recorded = (read_contract(p) or {}).get("classes")
     named = list(TASK_CLASSES[task]) if task in TASK_CLASSES else None
+    if own_run and (folder := runs.run_folder_of(p)) is not None:
+        source = _run_source(spec, runs.load_run(folder), p)
+        if named and source.classes != named:
+            raise EvaluationError(f"{spec}: the model's run ({folder}) has classes {', '.join(source.classes)}, not "
+                                  f"task {task}'s ({', '.join(named)}); leave out --task")
+        return source
+    recorded = (read_contract(p) or {}).get("classes")
     if recorded and named and list(recorded) != named:
         raise EvaluationError(f"{spec}: the model was trained on classes {', '.join(recorded)}, not task "
                               f"{task}'s ({', '.join(named)}); leave out --task")
