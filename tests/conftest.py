@@ -24,6 +24,25 @@ HISTORY_COLUMNS = ["epoch", "accuracy", "center_loss", "cls_loss", "cskl_loss", 
                    "val_accuracy", "val_auc", "val_balanced_accuracy", "val_center_loss", "val_cls_loss",
                    "val_cskl_loss", "val_kappa", "val_loss", "val_mask_loss", "val_outside_loss"]
 PIPELINE_SIZE = 32      # training size of the batches in test_prepare.py / test_batches.py
+# what a training command may print: each line says something the user can act on or needs to read (issue 20);
+# NOISE: what it must never print (CUDA probe errors, Keras' HDF5 advice, retracing warnings, raw progress bars)
+ACTIONABLE_LINES = [r"data: ", r"preprocessing \(cached", r"devices: tensorflow on CPU:0; XLA off$",
+                    r"resuming \S+ after epoch \d+$", r"epoch \d+/\d+ · \d+ s · loss ",
+                    r"restored the weights of the best epoch, ", r"stopped early after epoch ",
+                    r"done in \d+ s \(\d+ s of training\): best val accuracy", r"note: the model predicts "]
+NOISE = ("cuInit", "legacy", "retracing", "\r", "Traceback", "WARNING", "I0000", "E0000", "W0000", "oneDNN")
+
+
+def assert_only_actionable_lines(text: str) -> list[str]:
+    """Every line of a command's output matches ACTIONABLE_LINES and holds none of NOISE; returns the lines."""
+    import re
+
+    lines = text.splitlines()
+    noisy = [line for line in lines if any(n in line for n in NOISE)]
+    assert not noisy, noisy
+    unknown = [line for line in lines if not any(re.match(p, line) for p in ACTIONABLE_LINES)]
+    assert not unknown, unknown
+    return lines
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -60,7 +79,7 @@ def pipeline_set(tmp_path_factory):
 def tiny_run(tmp_path_factory):
     """The one finished training run of the session, shared by every test that needs a trained model
     (Predictor, evaluate round trips, export, viewer): the headline path `train.py --task multiclass
-    --backbone B4` (bcc/mel/scc, focal loss) from scratch at 64 px, 2 epochs of 27 generated images, with
+    --backbone B0` (bcc/mel/scc, focal loss) from scratch at 64 px, 2 epochs of 27 generated images, with
     --class-weight balanced and --monitor val_balanced_accuracy. Returns the run folder; treat it as
     read-only (write evaluations elsewhere with --out)."""
     from dermo.training import cli as train
@@ -69,7 +88,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-run")
     data = write_dataset(root / "multiclass", "multiclass", n=36, size=64, seed=1, workers=1)
     out = root / "run"
-    rc = train.main(["--data", str(data), "--task", "multiclass", "--backbone", "B4", "--image-size", "64",
+    rc = train.main(["--data", str(data), "--task", "multiclass", "--backbone", "B0", "--image-size", "64",
                      "--batch-size", "8", "--epochs", "2", "--weights", "none", "--workers", "1",
                      "--class-weight", "balanced", "--monitor", "val_balanced_accuracy", "--out", str(out)])
     assert rc == 0

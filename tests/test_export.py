@@ -3,7 +3,7 @@ with its contract and a temperature: each format, run by its own runtime (tf.sav
 interpreter, onnxruntime), gives model.keras's probabilities with that temperature applied, and its CAMs, within
 1e-4 on real preprocessed images; the sidecar says what a user outside dermo needs.
 
-Not conftest.tiny_run: two epochs of B4 from scratch leave it chaotic (its features move by ~900 of ~2600 when
+Not conftest.tiny_run: two epochs from scratch leave it chaotic (its features move by ~900 of ~2600 when
 the input moves by 1e-4), so another runtime's float32 round-off alone changes its CAMs by hundreds; the export
 check refuses such a file (test_a_file_that_disagrees_with_the_keras_model_is_refused)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The headline path and the one prediction API, on the session's shared run (conftest.tiny_run: multiclass,
-B4, focal loss, --class-weight balanced, --monitor val_balanced_accuracy):
+B0, focal loss, --class-weight balanced, --monitor val_balanced_accuracy):
 
 - model selection follows --monitor, computed on the whole val set each epoch; evaluate.py --run reproduces
   the selected epoch's numbers;
@@ -45,7 +45,7 @@ def test_balanced_class_weights_by_hand():
 
 def test_monitor_selects_the_best_epoch_and_evaluate_reproduces_it(tiny_run, evaluated):
     cfg = json.loads((tiny_run / runs.CONFIG).read_text())
-    assert cfg["task"] == "multiclass" and cfg["backbone"] == "B4" and cfg["monitor"] == "val_balanced_accuracy"
+    assert cfg["task"] == "multiclass" and cfg["backbone"] == "B0" and cfg["monitor"] == "val_balanced_accuracy"
     assert cfg["class_weights"] == pytest.approx([1.0, 1.0, 1.0])     # 9 training images of each class
     h = pd.read_csv(tiny_run / runs.HISTORY)
     for col in ("val_balanced_accuracy", "val_kappa", "val_auc", "val_cls_loss"):
@@ -62,7 +62,7 @@ def test_monitor_selects_the_best_epoch_and_evaluate_reproduces_it(tiny_run, eva
 def test_contract_travels_inside_the_model_files(tiny_run, name):
     path = tiny_run / name
     c = read_contract(path)
-    assert c["classes"] == CLASSES and c["image_size"] == 64 and c["backbone"] == "B4"
+    assert c["classes"] == CLASSES and c["image_size"] == 64 and c["backbone"] == "B0"
     assert c["preprocessing"] == {"hair": True, "color": True, "p": 6, "cache_size": 74}
     if name.endswith(".keras"):                                  # readable without dermo
         raw = json.loads(zipfile.ZipFile(path).read("dermo.json"))

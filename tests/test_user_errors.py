@@ -104,24 +104,25 @@ def test_train_resume_mistakes(data, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_resume_refuses_other_options_and_extends_a_finished_run(data, tmp_path, capsys):
-    """`--resume --out R --epochs 2 --image-size 128` on a 1-epoch run: --image-size differs from the run's (refused
-    in one line naming it, nothing trained); --epochs 2 alone trains the finished run one epoch longer, saying so."""
+def test_resume_refuses_other_options_and_extends_a_finished_run(tiny_run, tmp_path, capsys):
+    """`--resume --out R --epochs 3 --image-size 128` on (a copy of) the session's finished 2-epoch run:
+    --image-size differs from the run's (refused in one line naming it, nothing trained); --epochs 3 alone trains
+    the finished run one epoch longer, saying so; without it, one line says how to extend the run."""
+    import shutil
+
     import pandas as pd
 
-    out = tmp_path / "run"
-    assert train.main([str(a) for a in tiny(data, out)]) == 0
-    capsys.readouterr()
-    err = one_line_error(capsys, train.main, ["--resume", "--out", out, "--epochs", 2, "--image-size", 128],
+    out = shutil.copytree(tiny_run, tmp_path / "run")
+    err = one_line_error(capsys, train.main, ["--resume", "--out", out, "--epochs", 3, "--image-size", 128],
                          "dermo train")
     assert err == (f"{out}: --resume continues the run as it was started, and --image-size 128 (the run's: 64) "
                    "differ from it; leave them out, or train anew with another --out")
     err = one_line_error(capsys, train.main, ["--resume", "--out", out], "dermo train")
-    assert err.startswith(f"{out}: this run already finished (it trained all 1 epochs; pass --epochs N with N > 1)")
-    assert train.main(["--resume", "--out", str(out), "--epochs", "2"]) == 0
-    assert "extending the run: --epochs 1 -> 2" in capsys.readouterr().out
-    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [0, 1]
-    assert json.loads((out / runs.CONFIG).read_text())["epochs"] == 2
+    assert err.startswith(f"{out}: this run already finished (it trained all 2 epochs; pass --epochs N with N > 2)")
+    assert train.main(["--resume", "--out", str(out), "--epochs", "3"]) == 0
+    assert "extending the run: --epochs 2 -> 3" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "history.csv")["epoch"]) == [0, 1, 2]
+    assert json.loads((out / runs.CONFIG).read_text())["epochs"] == 3
 
 
 # ---------------------------------------------------------------- evaluate.py / ensemble.py

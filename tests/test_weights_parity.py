@@ -108,3 +108,19 @@ def test_noisy_student_download_matches_the_efficientnet_package(monkeypatch, ef
 
 def test_efficientnet_package_file_matches_its_own_model_and_preprocessing(efn_file, image):
     assert_parity(dermo_features(efn_file, image), efn_reference(image, efn_file))
+
+
+# channels of the last conv activation of EfficientNet B0…B7 (Tan & Le 2019: round_filters(1280) for each width
+# coefficient 1.0, 1.0, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0 — the same numbers Keras' applications documentation lists)
+PUBLISHED_TOP_CHANNELS = {"B0": 1280, "B1": 1280, "B2": 1408, "B3": 1536, "B4": 1792, "B5": 2048, "B6": 2304,
+                          "B7": 2560}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_TOP_CHANNELS))
+def test_every_registered_backbone_builds_with_its_cam_features(name):
+    """The registry's B0…B7 build the flat graph (at 32 px: the smallest size allowed) with the CAM feature layer
+    of each network's published width."""
+    keras.backend.clear_session()
+    inputs, out = build_graph(name, 3, 32, "none")
+    assert tuple(out["features"].shape) == (None, 1, 1, PUBLISHED_TOP_CHANNELS[name])
+    assert tuple(out["probs"].shape) == (None, 3)

@@ -88,6 +88,9 @@ def compile_model(model: CAMModel, cfg: TrainConfig, jit_compile: bool | str = "
     if cfg.mixed_precision and keras.backend.backend() == "tensorflow":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    # its variables now, not inside the first traced train step: a tf.function that creates variables is traced
+    # twice (measured: a tiny B0 training 64 s -> see benchmarks/README.md), and under JAX the state is set up once
+    optimizer.build(model.trainable_variables)
 
 
 def precision_policy() -> str:
