@@ -74,18 +74,24 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.num_classes = num_classes
         self._probs_model = None
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or "val_loss" not in logs:
-            return
+    def predict(self, model=None) -> tuple[np.ndarray, np.ndarray]:
+        """(labels (N,), probabilities (N,K)) of the whole validation set through `model`'s probability head (its
+        predict function is traced once and reused, also for the run's closing check)."""
         if self._probs_model is None:
-            self._probs_model = keras.Model(self.model.input, self.model.get_layer(PROBS_LAYER).output)
+            model = model or self.model
+            self._probs_model = keras.Model(model.input, model.get_layer(PROBS_LAYER).output)
         probs, labels = [], []
         for i in range(len(self.batches)):
             x, (y, _) = self.batches[i]
             # (b,K); [:b]: under a multi-worker strategy Keras may concatenate every worker's copy
             probs.append(np.asarray(self._probs_model.predict_on_batch(x), np.float64)[:len(y)])   # x: maybe a dict
             labels.append(np.asarray(y).argmax(1))
-        m = classification_metrics(np.concatenate(labels), np.concatenate(probs), list(range(self.num_classes)))
+        return np.concatenate(labels), np.concatenate(probs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or "val_loss" not in logs:
+            return
+        m = classification_metrics(*self.predict(), list(range(self.num_classes)))
         for key in self.KEYS:
             logs[f"val_{key}"] = float("nan") if m[key] is None else float(m[key])
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from dermo import __version__
 from dermo.data.datasets import Dataset
 from dermo.metrics.classification import majority_note
 from dermo.model.cam_model import CAMModel
-from dermo.model.names import CAM_FEATURE_LAYERS, PROBS_LAYER
+from dermo.model.names import CAM_FEATURE_LAYERS
 from dermo.model.network import inference_model, segmentation_model
 from dermo.pipeline.prepare import settings_for
 from dermo.run import folder as runs
@@ -33,21 +32,14 @@ def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
             "feature_layer": CAM_FEATURE_LAYERS[cfg.cam_stride], "dermo_version": __version__}
 
 
-def val_note(model: CAMModel, val_batches, classes: list[str]) -> str | None:
-    """The one-class warning (dermo.metrics.classification.majority_note) for the saved model on the val split."""
-    import keras
-
-    probs_model = keras.Model(model.input, model.get_layer(PROBS_LAYER).output)
-    probs, labels = [], []
-    for i in range(len(val_batches)):
-        x, (y, _) = val_batches[i]
-        probs.append(np.asarray(probs_model.predict_on_batch(x), np.float64)[:len(y)])
-        labels.append(np.asarray(y).argmax(1))
-    return majority_note(np.concatenate(labels), np.concatenate(probs), classes)
+def val_note(validation, classes: list[str]) -> str | None:
+    """The one-class warning (dermo.metrics.classification.majority_note) for the saved model on the val split;
+    `validation`: the run's ValidationMetrics (its traced prediction of the whole val set)."""
+    return majority_note(*validation.predict(), classes)
 
 
 def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: dict, log,
-               class_weights=None, runtime: dict | None = None, val_batches=None) -> None:
+               class_weights=None, runtime: dict | None = None, validation=None) -> None:
     """Save the model files, curves.png and config.json; `seconds`: {"train": fit, "wall": the whole run}.
     backup/ (the last epoch's full state) stays, so `--resume --epochs N` can train the run for longer."""
     from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
@@ -68,7 +60,7 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
               "train_seconds": round(seconds["train"], 1), "wall_seconds": round(seconds["wall"], 1),
               "skipped": ds.skipped, **(runtime or {})}
     runs.write_json(run_dir / runs.CONFIG, config)
-    note = val_note(model, val_batches, ds.classes) if val_batches is not None else None
+    note = val_note(validation, ds.classes) if validation is not None else None
     if note:
         log(note)
     best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")

@@ -187,5 +187,6 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
     runtime = {"backend": keras.backend.backend(), "devices": devices, "jit_compile_used": jit,
                "replicas": strategy.num_replicas_in_sync, "precision": keras.mixed_precision.global_policy().name}
     seconds = {"train": time.time() - start, "wall": time.time() - started}
-    finish_run(cfg, run_dir, model, ds, seconds, log, class_weights, runtime, val_batches)
+    validation = next(cb for cb in callbacks if isinstance(cb, ValidationMetrics))
+    finish_run(cfg, run_dir, model, ds, seconds, log, class_weights, runtime, validation)
     return model
