@@ -119,14 +119,27 @@ def test_two_replicas_log_the_same_losses_as_one(steps):
     one, two = steps["one"]["logs"], steps["two"]["logs"]
     for name in ("loss", "cls_loss", "center_loss", "cskl_loss", "mask_loss"):
         assert np.isfinite(two[name]) and two[name] != 0, name        # every term active
-        assert two[name] == pytest.approx(one[name], rel=1e-5), name
+        assert two[name] == pytest.approx(one[name], rel=1e-4), name        # measured ≤ 2.9e-6 (cskl)
     assert two["accuracy"] == one["accuracy"]
+
+
+def rel_l2(a: list, b: list) -> float:
+    """||b − a|| / ||a|| over all arrays: one number per quantity, not the single worst of ~4M elements (weights with
+    a near-zero gradient differ by up to 100 % between reduction orders)."""
+    num = sum(float(((np.asarray(y, np.float64) - x) ** 2).sum()) for x, y in zip(a, b))
+    return float(np.sqrt(num / sum(float((np.asarray(x, np.float64) ** 2).sum()) for x in a)))
+
+
+# Measured here (2 cores, 2026-12-06), 2 replicas vs 1: relative L2 difference of the first updates 4.3e-5 and of
+# the Adadelta accumulators 2.7e-5 (all-reduce round-off); without the per-replica loss division the accumulators
+# are 4x (the ratio check). Bound ≥ 20x the measured spread.
+SPREAD_REL_L2 = 1e-3
 
 
 @pytest.mark.slow
 def test_two_replicas_apply_the_same_update_as_one(steps):
-    """Fails if train_step stops dividing the loss by the number of replicas (measured: max |Δ| ≈ 2.6e-4 and
-    accumulators 4×; with the division max |Δ| ≈ 1e-5, float noise of the all-reduce)."""
+    """Fails if train_step stops dividing the loss by the number of replicas (measured: accumulators 4×; with the
+    division the updates and accumulators agree to the all-reduce round-off, SPREAD_REL_L2)."""
     before, one, two = steps["before"], steps["one"], steps["two"]
     # Adadelta's first update of every weight is below lr·√(ε/(1−ρ)) = 1e-3 in size
     bound = LR * np.sqrt(EPSILON / (1 - RHO))
@@ -140,14 +153,14 @@ def test_two_replicas_apply_the_same_update_as_one(steps):
                        in zip(one["names"], before, one["trainable"], two["trainable"]))
     summary = f"max |Δ update| {delta:.3g} ({worst}), Σ accumulator ratio 2 replicas / 1 = {ratio:.4f}"
     assert ratio == pytest.approx(1.0, rel=1e-3), summary
-    assert delta < 0.05 * bound, summary
-    scale = max(a.max() for a in acc1)
-    for name, a1, a2 in zip(one["names"], acc1, acc2):
-        np.testing.assert_allclose(a2, a1, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
+    update_one = [w1 - w0 for w0, w1 in zip(before, one["trainable"])]
+    update_two = [w2 - w0 for w0, w2 in zip(before, two["trainable"])]
+    assert rel_l2(update_one, update_two) < SPREAD_REL_L2, summary
+    assert rel_l2(acc1, acc2) < SPREAD_REL_L2, summary
     # synchronised BatchNorm: the moving statistics move identically
     assert len(one["moving"]) == len(two["moving"]) > 0
     for m1, m2 in zip(one["moving"], two["moving"]):
-        np.testing.assert_allclose(m2, m1, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(m2, m1, rtol=1e-4, atol=1e-5)       # measured: 0.042 of this tolerance
 
 
 @pytest.mark.slow
@@ -159,11 +172,10 @@ def test_centre_sums_and_counts_are_summed_over_replicas(steps):
     assert len(two["sum_copies"]) == len(two["count_copies"]) == 2
     for sums, counts in zip(two["sum_copies"], two["count_copies"]):
         np.testing.assert_array_equal(counts, [3, 5])
-        np.testing.assert_allclose(sums, one["center_sum"], rtol=1e-5,
-                                   atol=1e-5 * np.abs(one["center_sum"]).max())
+        assert rel_l2([one["center_sum"]], [sums]) < 1e-4                   # measured 3.7e-6
     # epoch-end refresh, m = 0.5: c ← 0.5·c + 0.5·s/n, then s and n reset (on both copies)
     expected = 0.5 * steps["centers_before"] + 0.5 * one["center_sum"] / np.array([3.0, 5.0])[:, None]
     for centers in [one["centers_after"], two["centers_after"], *two["centers_after_copies"]]:
-        np.testing.assert_allclose(centers, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(centers, expected, rtol=1e-4, atol=1e-4)  # measured max |Δ| 1.9e-6
     for zeros in [one["sum_after"], one["count_after"], *two["sum_after_copies"]]:
         assert not zeros.any()

@@ -248,9 +248,14 @@ def test_the_saved_model_loads_and_predicts_alike_under_jax(runs, tmp_path):
     """A model trained with synchronised BatchNorm is saved with plain BatchNorm, which every backend loads."""
     import keras
 
+    from dermo.data.datasets import load_dataset
+    from dermo.pipeline.batches import LesionBatches
+    from dermo.pipeline.prepare import prepare, settings_for
+
     config = json.loads(__import__("zipfile").ZipFile(runs["multi"] / "model.keras").read("config.json"))
     assert '"synchronized": true' not in json.dumps(config)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    items, _ = prepare(load_dataset(runs["data"], "binary").val, settings_for(64), workers=1)
+    x = LesionBatches(items, 2, 64, batch_size=len(items))[0][0]       # the val images (noise saturates p)
     np.save(tmp_path / "x.npy", x)
     want = np.asarray(keras.models.load_model(runs["multi"] / "model.keras", compile=False)(x))
     code = (f"import sys, keras, numpy as np; m = keras.models.load_model({str(runs['multi'] / 'model.keras')!r}, "
@@ -258,7 +263,9 @@ def test_the_saved_model_loads_and_predicts_alike_under_jax(runs, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "KERAS_BACKEND": "jax"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want, atol=1e-5)
+    assert ((want > 0.01) & (want < 0.99)).any()                    # not every probability saturated
+    # TensorFlow (oneDNN) vs JAX (XLA) on the 9 val images: measured max |Δp| 2.8e-6 here (2026-12-06); bound 36x
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), want, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -275,4 +282,4 @@ def test_resume_after_a_worker_is_killed(runs):
     h = pd.read_csv(out / "history.csv")
     ref = pd.read_csv(runs["multi"] / "history.csv")
     assert list(h["epoch"]) == list(range(EPOCHS)) and (out / "config.json").exists()
-    pd.testing.assert_frame_equal(h, ref, rtol=1e-4)
+    pd.testing.assert_frame_equal(h, ref, rtol=1e-4)        # measured identical here (op determinism)

@@ -113,13 +113,15 @@ def test_trained_saved_and_evaluated_stride16_models_agree(shortcut_grid):
     assert cams.shape[1:3] == (SIZE // 16, SIZE // 16)
     frame = pd.read_csv(run / "eval-flipped" / "predictions.csv")
     assert list(frame["path"]) == [s.path for s in ds.val]
+    # the training graph called eagerly vs the saved graphs traced: measured here (2026-12-06) max |Δp| 2.1e-6, max
+    # |ΔCAM| 4.6e-6 of max |CAM| (35), Δ focus 3.2e-7; the bounds below are ≥ 20x those
     for name in ("model.keras", "model.h5"):
         probs, got = predict_with_cams(keras.models.load_model(run / name, compile=False), x)
-        np.testing.assert_allclose(probs, np.asarray(out["probs"]), atol=1e-5)
-        np.testing.assert_allclose(got, cams, atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(frame[["nevus", "others"]].to_numpy(), probs, atol=1e-5)
+        np.testing.assert_allclose(probs, np.asarray(out["probs"]), atol=1e-4)
+        np.testing.assert_allclose(got, cams, atol=1e-4 * np.abs(cams).max())
+        np.testing.assert_allclose(frame[["nevus", "others"]].to_numpy(), probs, atol=1e-4)
     focus = metrics.per_image_lesion_focus(predicted_class_cams(probs, cams), masks[..., 0])
-    np.testing.assert_allclose(frame["lesion_focus"], focus, rtol=1e-4)
+    np.testing.assert_allclose(frame["lesion_focus"], focus, atol=1e-5)
 
 
 def test_evaluation_reports_focus_per_class_and_its_histogram(shortcut_grid):
