@@ -42,7 +42,9 @@ class LesionBatches(keras.utils.PyDataset):
     def __init__(self, items: list[Prepared], num_classes: int, image_size: int, batch_size: int = 16,
                  training: bool = False, seed: int = 0, workers: int = 1, max_queue_size: int = 8,
                  meta: MetaEncoding | None = None):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        # Keras' enqueuer threads = batches in flight: two per process keep every process busy
+        super().__init__(workers=2 * workers if workers > 1 else 1, use_multiprocessing=False,
+                         max_queue_size=max(max_queue_size, 4 * workers))
         if not items:
             raise ValueError("no images to feed")
         self.items = list(items)

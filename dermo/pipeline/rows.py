@@ -68,6 +68,8 @@ class RowPool:
         self.processes = processes
         self._executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker)
+        self._count_lock = threading.Lock()
+        self._busy = 0                      # processes already given a piece of some batch
 
     @classmethod
     def get(cls, processes: int) -> "RowPool":
@@ -77,11 +79,21 @@ class RowPool:
             return cls._pools[processes]
 
     def load_rows(self, rows, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of one batch, in as many pieces as there are idle processes: split over all of them when this is
+        the only batch asked for (a validation loop), whole to one process when other batches are already being
+        made (the batches in flight that model.fit's threads ask for): one round trip per batch then."""
         rows = list(rows)
-        n = min(self.processes, len(rows))
-        bounds = np.linspace(0, len(rows), n + 1).round().astype(int)
-        futures = [self._executor.submit(load_rows, rows[a:b], size) for a, b in zip(bounds[:-1], bounds[1:])]
-        parts = [f.result() for f in futures]
+        with self._count_lock:
+            pieces = max(1, self.processes - self._busy)
+            self._busy += pieces
+        try:
+            n = min(pieces, len(rows))
+            bounds = np.linspace(0, len(rows), n + 1).round().astype(int)
+            futures = [self._executor.submit(load_rows, rows[a:b], size) for a, b in zip(bounds[:-1], bounds[1:])]
+            parts = [f.result() for f in futures]
+        finally:
+            with self._count_lock:
+                self._busy -= pieces
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @classmethod
