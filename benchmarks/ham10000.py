@@ -152,8 +152,13 @@ def dice(data: Path, out: Path, size: int, workers: int | None) -> dict:
         total = a.sum() + b.sum()
         scores.append(1.0 if total == 0 else 2.0 * (a & b).sum() / total)
     scores = np.array(scores)
+    from dermo.data.datasets import load_dataset                  # the CNN rows' lesion-grouped split
+
+    val = {str(s.path) for s in load_dataset(out / "binary.csv", "auto", group_column="lesion_id", seed=0).val}
+    in_val = np.array([str(p) in val for p in frame["image"]])
     result = {"n": int(len(scores)), "mean_dice": float(scores.mean()), "median_dice": float(np.median(scores)),
               "share_below_0.5": float((scores < 0.5).mean()),
+              "val_split": {"n": int(in_val.sum()), "mean_dice": float(scores[in_val].mean())},
               "by_dx": {k: float(v) for k, v in pd.Series(scores).groupby(frame["dx"]).mean().items()}}
     (out / "dice.json").write_text(json.dumps(result, indent=2))
     return result

@@ -5,15 +5,16 @@ import cv2
 import numpy as np
 import pytest
 
-from dermo.data.imageio import read_image
+from dermo.data.imageio import read_image, read_mask
 from dermo.preprocessing.color import shades_of_gray, shades_of_gray_gains
 from dermo.preprocessing.fov import field_of_view
 from dermo.preprocessing.hair import remove_hair
 from dermo.preprocessing.image import preprocess_image
-from dermo.preprocessing.segment import segment_lesion
+from dermo.preprocessing.segment import GROW, segment_lesion
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ISIC = SHARED / "data" / "isic-uda1" / "images"
+HAM = SHARED / "data" / "ham10000"
 SKIN = np.array([222, 176, 158], np.float32)
 LESION = np.array([120, 78, 58], np.float32)
 
@@ -138,20 +139,37 @@ def test_shades_of_gray_removes_a_colour_cast_ignoring_the_vignette():
 # ----------------------------------------------------------------------------- segmentation
 
 @pytest.mark.parametrize("seed", range(5))
-def test_segment_lesion_dice_on_generated_images(seed):
+def test_segment_lesion_traces_the_pigment_edge_of_generated_images(seed):
+    # grow=0: the drawn lesion's own edge (measured Dice 0.970-0.979 over these seeds, hairs removed first)
+    img, les, vig, _ = synth(10 + seed, cast=(1.0, 0.95, 1.1))
+    fov = field_of_view(img)
+    mask = segment_lesion(remove_hair(img, fov), fov, grow=0.0)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    assert dice(mask, les) >= 0.95
+    assert not mask[vig].any()                               # the vignette is never lesion
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_generated_mask_covers_the_lesion_with_the_experts_margin(seed):
+    # the default grows the traced edge by GROW (the margin fitted to HAM10000's expert masks): the whole drawn
+    # lesion is inside, and the ring added is about GROW * short side wide (its area over the lesion's perimeter)
     img, les, vig, _ = synth(10 + seed, cast=(1.0, 0.95, 1.1))
     _, mask = preprocess_image(img, 300)
-    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
-    assert dice(mask, les) >= 0.9
-    assert not mask[vig].any()                               # the vignette is never lesion
+    m, l = mask > 0, les > 0
+    assert (m & l).sum() / l.sum() >= 0.98                   # recall: the lesion is covered
+    perimeter = cv2.arcLength(max(cv2.findContours(l.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                                   cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea), True)
+    ring = (m & ~l).sum() / perimeter
+    assert 0.5 * GROW * 300 <= ring <= 2 * GROW * 300
+    assert not m[vig].any()
 
 
 def test_segment_lesion_large_dark_lesion_touching_vignette_corner_is_not_vignette():
     img, les, vig, _ = synth(20, hair=False)
     fov = field_of_view(img)
-    mask = segment_lesion(img, fov)
+    mask = segment_lesion(img, fov, grow=0.0)
     assert not (mask[~fov] > 0).any()
-    assert dice(mask, les) >= 0.9
+    assert dice(mask, les) >= 0.95
 
 
 def test_segment_featureless_image_gives_central_region():
@@ -187,6 +205,20 @@ def test_preprocess_image_switches():
     img, *_ = synth(32)
     plain, _ = preprocess_image(img, 300, hair=False, color=False)
     np.testing.assert_array_equal(plain, img)                # same size, nothing to do
+
+
+@pytest.mark.skipif(not (HAM / "metadata.csv").is_file(), reason="shared HAM10000 images not available")
+def test_generated_masks_agree_with_the_experts_on_ham10000():
+    # an outside reference: the experts' lesion masks of 100 HAM10000 images (every 100th), in the preprocessed
+    # geometry. Measured mean Dice 0.866 (0.848 with the earlier GROW 0.015); all 10,015 images: docs/method.md §12
+    rows = [line.split(",") for line in (HAM / "metadata.csv").read_text().splitlines()[1::100]]
+    scores = []
+    for name, mask_path in ((r[0], r[3]) for r in rows):
+        img = read_image(HAM / "images" / name)
+        _, made = preprocess_image(img, 148)
+        _, given = preprocess_image(img, 148, given_mask=read_mask(HAM / mask_path, shape=img.shape[:2]))
+        scores.append(dice(made, given))
+    assert len(scores) == 101 and np.mean(scores) >= 0.8, np.mean(scores)
 
 
 @pytest.mark.skipif(not ISIC.is_dir(), reason="shared ISIC images not available")

@@ -20,7 +20,7 @@ from dermo.data import imageio
 from dermo.data.imageio import BadInputError
 from dermo.preprocessing.image import preprocess_image
 
-VERSION = "1"        # bump whenever preprocess_image's output changes: old cache entries are then ignored
+VERSION = "2"        # bump whenever preprocess_image's output changes: old cache entries are then ignored
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dermo.preprocessing.morphology import disk, fill_holes, resize_short
 
 SEG_WORK = 160        # short side (px) of the copy the lesion is segmented on
 DARK = -0.25        # lesion_direction's lightness component below this: a pigmented lesion
-GROW = 0.015          # final lesion mask is dilated by this fraction of the shorter side
+GROW = 0.03           # final lesion mask is dilated by this fraction of the shorter side (fitted: docs/method.md §12)
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -203,12 +203,13 @@ def _central_ellipse(h: int, w: int, frac: float) -> np.ndarray:
     return out.astype(bool)
 
 
-def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray:
+def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None, grow: float = GROW) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> uint8 (H, W) {0, 255} lesion mask, never outside the field of view.
 
     On a copy with shorter side SEG_WORK: robust flatten_illumination -> lesion_feature ->
     smoothing -> Otsu over the FOV -> first guess -> flatten_illumination from the skin around it ->
-    feature + Otsu again -> select_lesion -> grow by GROW -> smooth contour, upsampled bilinearly.
+    feature + Otsu again -> select_lesion -> grow by `grow` -> smooth contour, upsampled bilinearly.
+    grow = 0 traces the visible pigment edge; the default GROW adds the margin that experts draw outside it.
     Falls back to a central ellipse when nothing plausible is found.
     """
     h, w = img.shape[:2]
@@ -233,8 +234,9 @@ def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None) -> np.ndarray
     if lesion.sum() < 0.002 * m.sum() or (not (lesion & centre).any() and (lesion & _edge_band(m, 2)).any()):
         lesion = _central_ellipse(sh, sw, 0.25) & m     # nothing, or only a piece of the edge: guess
     # experts draw borders a little outside the visible pigment edge (cf. Iyatomi et al. 2006,
-    # "dermatologist-like" tumour extraction); GROW is a guess, not fitted to expert masks
-    lesion = cv2.dilate(lesion.astype(np.uint8), disk(round(GROW * min(sh, sw))))
+    # "dermatologist-like" tumour extraction); GROW fitted on 1,200 HAM10000 training-split images against their
+    # expert masks (Dice 0.853 at 0.015 -> 0.873 at 0.03; docs/method.md §12)
+    lesion = cv2.dilate(lesion.astype(np.uint8), disk(round(grow * min(sh, sw))))
     soft = cv2.GaussianBlur(lesion.astype(np.float32), (0, 0), max(1.0, min(sh, sw) / 80))
     soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
     return ((soft >= 0.5) & fov).astype(np.uint8) * 255
