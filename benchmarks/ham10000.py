@@ -13,8 +13,9 @@ stratified by the label, grouped by lesion_id (no lesion on both sides), seed 0,
 EfficientNet-B0 from scratch at --image-size, batch 16, --epochs, --class-weight balanced, --monitor
 val_balanced_accuracy, seed 0 — each an ordinary run folder OUT/<row>/ (`dermo train` options in ROWS), reused when
 finished and resumed when interrupted. Every CNN run is also scored on its val images with the experts' masks
-(OUT/<row>/eval-expert/: `dermo evaluate --run RUN --data binary.csv --drop-training-images`), so lesion focus is
-measured against the expert masks also for the run trained on generated masks. Baseline rows: `dermo ml` on the
+(OUT/<row>/eval-expert/: `dermo evaluate --run RUN --data binary.csv --drop-training-images --grey-outside`), so
+lesion focus is measured against the expert masks also for the run trained on generated masks, and the accuracy
+change with everything outside the expert mask greyed says how much the decisions read the surroundings. Baseline rows: `dermo ml` on the
 same split (OUT/<row>/). The data stay where they are; only the manifests (absolute paths) are written to OUT.
 """
 from __future__ import annotations
@@ -93,10 +94,11 @@ def run_row(row: str, args, log=print) -> None:
 
     cfg = resolve_config(parse_args(train_argv(row, args)))
     ensure_run(cfg, log)                                            # trained (or resumed), eval-val/
-    if not (folder / "eval-expert" / "metrics.json").exists():
+    scored = folder / "eval-expert" / "metrics.json"
+    if not scored.exists() or "outside_greyed" not in json.loads(scored.read_text()):
         evaluate_run(folder, log, "--data", str(args.out / "binary.csv" if row.startswith("binary") else
                                                args.out / "dx7.csv"),
-                     "--drop-training-images", "--out", str(folder / "eval-expert"))
+                     "--drop-training-images", "--grey-outside", "--out", str(folder / "eval-expert"))
 
 
 def row_numbers(row: str, out: Path) -> dict | None:
@@ -108,9 +110,11 @@ def row_numbers(row: str, out: Path) -> dict | None:
     m = json.loads(path.read_text())
     seconds = (json.loads((folder / "timing.json").read_text()) if kind == "ml" else
                json.loads((folder / "config.json").read_text())).get("wall_seconds")
+    greyed = m.get("outside_greyed") or {}
     return {"row": row, "balanced_accuracy": m["balanced_accuracy"], "auc": m["auc"], "kappa": m["kappa"],
-            "accuracy": m["accuracy"], "lesion_focus": m.get("lesion_focus"), "n": m["n"],
-            "minutes": None if seconds is None else round(seconds / 60, 1)}
+            "accuracy": m["accuracy"], "lesion_focus": m.get("lesion_focus"),
+            "greyed_accuracy_change": greyed.get("accuracy_change"), "greyed_unchanged": greyed.get("unchanged"),
+            "n": m["n"], "minutes": None if seconds is None else round(seconds / 60, 1)}
 
 
 def table(out: Path) -> str:
@@ -122,11 +126,14 @@ def table(out: Path) -> str:
 
     def cell(v, digits=3):
         return "–" if v is None or v != v else f"{v:.{digits}f}"
-    lines = ["| row | balanced accuracy | macro AUC | κ | accuracy | lesion focus (expert masks) | val images | "
-             "time (min) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | balanced accuracy | macro AUC | κ | accuracy | lesion focus (expert masks) | outside greyed: "
+             "accuracy change / decisions unchanged | val images | time (min) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        greyed = ("–" if r["greyed_unchanged"] is None else
+                  f"{r['greyed_accuracy_change']:+.3f} / {r['greyed_unchanged']:.2f}")
         lines.append(f"| {r['row']} | {cell(r['balanced_accuracy'])} | {cell(r['auc'])} | {cell(r['kappa'])} | "
-                     f"{cell(r['accuracy'])} | {cell(r['lesion_focus'], 2)} | {r['n']} | {cell(r['minutes'], 0)} |")
+                     f"{cell(r['accuracy'])} | {cell(r['lesion_focus'], 2)} | {greyed} | {r['n']} | "
+                     f"{cell(r['minutes'], 0)} |")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     return text

@@ -101,6 +101,30 @@ def test_tta_1_is_no_tta_and_cam_scores_match_a_direct_computation(kit, keras_ev
     assert m["max_abs_cam"] == pytest.approx(metrics.max_abs_cam(cams), rel=1e-4)
 
 
+def test_grey_outside_scores_the_lesion_alone_as_numpy_greying_does(kit, capsys):
+    # reference: the pipeline's images with numpy's m*x + (1-m)*127.5, predicted by the model itself
+    ds = load_dataset(kit["data"], "binary")
+    items, _ = prepare(ds.val, settings_for(SIZE))
+    x, (y, masks) = LesionBatches(items, 2, SIZE, batch_size=len(items))[0]
+    greyed = masks * x + (1 - masks) * 127.5
+    before, after = (kit["model"].predict(a, verbose=0) for a in (x, greyed))
+    assert np.abs(after - before).max() > 1e-3                      # the outside matters to this model
+    labels = y.argmax(1)
+    out = kit["root"] / "eval-greyed"
+    rc, cap = run_eval(capsys, "--model", kit["keras"], "--task", "binary", "--data", kit["data"],
+                       "--grey-outside", "--out", out)
+    assert rc == 0 and "outside the lesion greyed (given masks): accuracy" in cap.out
+    g = read_eval(out)[0]["outside_greyed"]
+    assert g["accuracy"] == pytest.approx(np.mean(after.argmax(1) == labels))
+    assert g["accuracy_change"] == pytest.approx(np.mean(after.argmax(1) == labels) -
+                                                 np.mean(before.argmax(1) == labels))
+    assert g["unchanged"] == pytest.approx(np.mean(after.argmax(1) == before.argmax(1)))
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--model", str(kit["keras"]), "--task", "binary", "--images", str(kit["data"]),
+                       "--grey-outside"])
+    assert exit_.value.code == 2 and "--grey-outside scores labelled images" in capsys.readouterr().err
+
+
 def test_h5_and_keras_give_the_same_predictions(kit, keras_eval, capsys):
     out = kit["root"] / "eval-h5"
     rc = run_eval(capsys, "--model", kit["h5"], "--task", "binary", "--data", kit["data"], "--out", out)[0]

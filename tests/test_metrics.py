@@ -277,3 +277,17 @@ def test_cam_overlay_blends_jet_with_alpha():
     assert over.shape == (4, 4, 3) and over.dtype == np.uint8
     # bottom-right is the CAM minimum -> jet(0) = dark blue (0, 0, 0.5)
     np.testing.assert_allclose(over[3, 3], 0.6 * 100 + 0.4 * np.array([0, 0, 127.5]), atol=1)
+
+
+def test_outside_greyed_by_hand():
+    # 4 images, labels 0 0 1 1; original predictions 0 0 1 0 (acc 3/4, balanced (1 + 1/2)/2 = 3/4);
+    # greyed predictions 0 1 1 1 (acc 3/4, balanced (1/2 + 1)/2 = 3/4); 2 of 4 decisions unchanged
+    from dermo.metrics import outside_greyed
+
+    before = [[.9, .1], [.8, .2], [.3, .7], [.6, .4]]
+    after = [[.9, .1], [.4, .6], [.3, .7], [.3, .7]]
+    g = outside_greyed([0, 0, 1, 1], before, after)
+    assert g == {"accuracy": 0.75, "accuracy_change": 0.0, "balanced_accuracy": 0.75,
+                 "balanced_accuracy_change": 0.0, "unchanged": 0.5}
+    g = outside_greyed([0, 0, 1, 1], before, [[.1, .9]] * 4)      # all "1": acc 1/2, balanced 1/2
+    assert g["accuracy_change"] == -0.25 and g["balanced_accuracy"] == 0.5 and g["unchanged"] == 0.25

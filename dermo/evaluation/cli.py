@@ -59,6 +59,10 @@ def parse_args(argv=None, prog: str = PROG):
     p.add_argument("--tta", type=int, default=1,
                    help="test-time augmentation: average over N flips/rotations (1 = none, at most 8)")
     p.add_argument("--batch-size", type=int, default=16, help="images per prediction batch")
+    p.add_argument("--grey-outside", action="store_true",
+                   help="also score every image with everything outside its lesion mask greyed (the data's masks, "
+                        "else generated ones): accuracy and balanced accuracy without the surroundings, and the "
+                        "share of decisions that did not change (a model that reads the lesion loses little)")
     p.add_argument("--on-bad-image", choices=["error", "skip"], default=None,
                    help="a broken image stops evaluation (error) or is skipped, counted and listed (default: the "
                         "run's option, else error)")
@@ -76,6 +80,8 @@ def parse_args(argv=None, prog: str = PROG):
 def _check_args(p, args):
     if args.data and args.images:
         p.error("give --data (labelled) or --images (unlabelled), not both")
+    if args.images and args.grey_outside:
+        p.error("--grey-outside scores labelled images (--data or the run's split), not --images")
     if args.run and args.task:
         p.error("--task is for --model; a run knows its task")
     if args.batch_size < 1:

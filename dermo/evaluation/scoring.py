@@ -137,7 +137,7 @@ def evaluate_folds(args, log=print) -> dict:
 
 def evaluate(args, log=print) -> dict:
     from dermo.data.datasets import unlabelled_samples
-    from dermo.metrics.classification import majority_note
+    from dermo.metrics.classification import majority_note, outside_greyed
     from dermo.evaluation.report import write_labelled, write_unlabelled
     from dermo.evaluation.sources import EvaluationError, mask_source, predictor_for, resolve_source
     from dermo.predict.loading import load_model_safely
@@ -180,7 +180,7 @@ def evaluate(args, log=print) -> dict:
     if not items:
         raise EvaluationError(f"{data_source}: no usable images left (all {len(samples)} skipped)")
     kept = {it.source for it in items}
-    pred = predictor.predict_items(items, args.tta, progress=True)
+    pred = predictor.predict_items(items, args.tta, progress=True, grey_outside=args.grey_outside)
     for line in skipped:
         log(f"skipped: {line}")
     if args.images:
@@ -194,6 +194,8 @@ def evaluate(args, log=print) -> dict:
              "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,
              "predict_seconds": round(time.perf_counter() - start, 2), "temperature": predictor.temperature}
+    if pred.probs_greyed is not None:
+        extra["outside_greyed"] = outside_greyed(pred.labels, pred.probs, pred.probs_greyed)
     curves = None
     if args.calibrate:
         curves = calibrate(source.run, pred, args.tta, extra, log)
@@ -207,6 +209,11 @@ def evaluate(args, log=print) -> dict:
     m, report = write_labelled(out, pred.paths, pred.labels, pred.probs, classes, extra, pred,
                                reliability=curves)
     log(report.rstrip())
+    if "outside_greyed" in extra:
+        g = extra["outside_greyed"]
+        log(f"outside the lesion greyed ({extra['mask_source']} masks): accuracy {g['accuracy']:.4f} "
+            f"({g['accuracy_change']:+.4f}), balanced accuracy {g['balanced_accuracy']:.4f} "
+            f"({g['balanced_accuracy_change']:+.4f}), decisions unchanged {g['unchanged']:.1%}")
     note = majority_note(pred.labels, pred.probs, classes, "images")
     if note:
         log(note)

@@ -6,7 +6,8 @@
     calibration.py     ECE, Brier score, reliability bins, temperature scaling
     dermo ensemble        soft vote, geometric mean, rank averaging
 """
-from dermo.metrics.classification import auc_score, classification_metrics, confusion_text, fmt, report_text
+from dermo.metrics.classification import (auc_score, classification_metrics, confusion_text, fmt, outside_greyed,
+                                          report_text)
 from dermo.metrics.calibration import (apply_temperature, brier_score, calibration_metrics,
                                        expected_calibration_error, fit_temperature, reliability_bins)
 from dermo.metrics.ensemble import combine, soft_vote
@@ -15,5 +16,6 @@ from dermo.metrics.lesion_focus import (cam_mask_pearson, focus_by_class, lesion
 
 __all__ = ["apply_temperature", "auc_score", "brier_score", "calibration_metrics", "cam_mask_pearson",
            "classification_metrics", "combine", "confusion_text", "expected_calibration_error", "fit_temperature",
-           "fmt", "focus_by_class", "lesion_focus", "max_abs_cam", "per_image_lesion_focus", "reliability_bins",
+           "fmt", "focus_by_class", "lesion_focus", "max_abs_cam", "outside_greyed", "per_image_lesion_focus",
+           "reliability_bins",
            "report_text", "soft_vote"]

@@ -153,3 +153,16 @@ def majority_note(y_true, probs, class_names, what: str = "val images") -> str |
             f"accuracy {_balanced_accuracy(y_true, y_pred):.3f}, chance {1 / len(class_names):.3f}): it has learnt "
             "the majority class, not the classes; try --class-weight balanced --monitor val_balanced_accuracy, "
             "more epochs or pretrained weights")
+
+
+def outside_greyed(y_true, probs, probs_greyed) -> dict:
+    """How much the decisions depend on the image outside the lesion: labels (N,), the original probabilities
+    (N,K) and those of the same images with everything outside the lesion mask greyed (N,K) -> accuracy and
+    balanced accuracy on the greyed images, their change from the original (greyed - original) and the share of
+    images whose predicted class did not change. A model that reads the lesion loses little."""
+    y_true = np.asarray(y_true)
+    before, after = np.asarray(probs).argmax(axis=1), np.asarray(probs_greyed).argmax(axis=1)
+    acc, bal = float(np.mean(after == y_true)), _balanced_accuracy(y_true, after)
+    return {"accuracy": acc, "accuracy_change": acc - float(np.mean(before == y_true)),
+            "balanced_accuracy": bal, "balanced_accuracy_change": bal - _balanced_accuracy(y_true, before),
+            "unchanged": float(np.mean(before == after))}

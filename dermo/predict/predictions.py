@@ -14,9 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from keras import ops
 
 from dermo import metrics
 from dermo.data.metadata import MetaEncoding
+from dermo.losses.occlusion import occlude_outside
 from dermo.pipeline.batches import LesionBatches, image_of
 from dermo.predict.cams import (cams_from_features, classifier_weights, feature_model,
                                 predicted_class_cams)
@@ -35,6 +37,7 @@ class Predictions:
     pearson: np.ndarray | None = None  # (N,) per-image Pearson r of CAM vs mask (NaN where undefined)
     max_abs_cam: float | None = None   # over every class's CAM of every image
     preview: dict | None = None      # images uint8 (n,S,S,3), cams (n,h,w), masks (n,S,S), index (n,)
+    probs_greyed: np.ndarray | None = None   # (N,K) the same images with everything outside the lesion mask grey
 
 
 class BatchPredictor:
@@ -77,16 +80,19 @@ def _per_image_pearson(cams: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int = 1,
                   with_cams: bool = True, preview: int = PREVIEW, progress: bool = False,
-                  meta: MetaEncoding | None = None) -> Predictions:
+                  meta: MetaEncoding | None = None, grey_outside: bool = False) -> Predictions:
     """Predict Prepared items (dermo.pipeline) in one pass; the next batch is read while one predicts.
     `meta`: the metadata encoding of a metadata model (each item's raw metadata is encoded with it).
+    `grey_outside`: also predict every image with everything outside its lesion mask replaced by grey (the
+    occlusion of L_outside's logit form, dermo.losses.occlusion): out.probs_greyed. A model that decides from
+    the lesion changes few decisions.
 
     with_cams: also score the predicted class's CAM against the lesion mask per image and keep
     `preview` images spread evenly over the set (so every class shows), with CAMs and masks, for cams.png."""
     size = model_image_size(model)
     batches = LesionBatches(items, num_classes, size, batch_size, meta=meta)
     predictor = BatchPredictor(model, with_cams, tta)
-    probs, focus, pearson, max_abs = [], [], [], 0.0
+    probs, greyed, focus, pearson, max_abs = [], [], [], [], 0.0
     shown = {"images": [], "cams": [], "masks": [], "index": []}
     chosen = set(np.linspace(0, len(items) - 1, min(preview, len(items))).round().astype(int).tolist())
     steps = range(len(batches))
@@ -102,6 +108,10 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
                 nxt = pool.submit(batches.__getitem__, i + 1)
             b = len(image_of(x))
             p, cams = predictor(pad_batch(x, batch_size))
+            if grey_outside:
+                lesion_only = ops.convert_to_numpy(occlude_outside(image_of(x), masks))    # (b,S,S,3)
+                lesion_only = {**x, "image": lesion_only} if isinstance(x, dict) else lesion_only
+                greyed.append(predictor(pad_batch(lesion_only, batch_size))[0][:b])
             x = image_of(x)
             probs.append(p[:b])
             if not with_cams:
@@ -119,7 +129,7 @@ def predict_items(model, items, num_classes: int, batch_size: int = 16, tta: int
                 shown["index"].append(i * batch_size + j)
     out = Predictions([it.source for it in items],
                       np.array([-1 if it.label is None else it.label for it in items]),
-                      np.concatenate(probs))
+                      np.concatenate(probs), probs_greyed=np.concatenate(greyed) if greyed else None)
     if with_cams:
         out.focus, out.pearson, out.max_abs_cam = np.concatenate(focus), np.concatenate(pearson), max_abs
         out.preview = {k: np.stack(v) for k, v in shown.items()} if shown["images"] else None

@@ -136,11 +136,14 @@ class Predictor:
         return prepare(samples, self.settings, self.cache_dir, on_bad)
 
     def predict_items(self, items, tta: int = 1, with_cams: bool = True, preview: int = PREVIEW,
-                      progress: bool = False) -> Predictions:
-        """Prepared items -> Predictions with per-image CAM scores (what dermo evaluate writes)."""
+                      progress: bool = False, grey_outside: bool = False) -> Predictions:
+        """Prepared items -> Predictions with per-image CAM scores (what dermo evaluate writes); grey_outside:
+        also out.probs_greyed, the images with their outside greyed."""
         out = predict_items(self.model, items, len(self.classes), self.batch_size, tta, with_cams, preview,
-                            progress, self.meta)
+                            progress, self.meta, grey_outside)
         out.probs = self.calibrated(out.probs)
+        if out.probs_greyed is not None:
+            out.probs_greyed = self.calibrated(out.probs_greyed)
         return out
 
     def calibrated(self, probs: np.ndarray) -> np.ndarray:
