@@ -15,7 +15,7 @@ CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last ma
 OUTSIDE_FORMS = ("contrast", "positive", "logit", "swap")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
 JIT_CHOICES = ("auto", "on", "off")
-MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc")
+MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy")
 
 
 class ConfigError(DermoError, ValueError):

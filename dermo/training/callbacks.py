@@ -9,6 +9,8 @@ import numpy as np
 
 from dermo.metrics import classification_metrics
 from dermo.model.names import PROBS_LAYER
+from dermo.pipeline.batches import image_of
+from dermo.pipeline.counterfactual import donor_pool, swap_with_other_class
 
 class CenterRefresh(keras.callbacks.Callback):
     """At each epoch end move the class centres to the features seen in that epoch."""
@@ -62,9 +64,11 @@ class PreciseBatchNorm(keras.callbacks.Callback):
 
 class ValidationMetrics(keras.callbacks.Callback):
     """After each validation, the numbers of the WHOLE validation set (not per-batch means) added to the
-    epoch's logs: val_balanced_accuracy, val_kappa, val_auc (NaN where undefined). Must come before the
-    callbacks that read them (CSVLogger, EarlyStopping, RunCheckpoint): Keras hands every callback the same
-    logs dict. One extra forward pass of the validation images through the probability head."""
+    epoch's logs: val_balanced_accuracy, val_kappa, val_auc (NaN where undefined) and
+    val_counterfactual_accuracy: the accuracy on the val images with each lesion put on the surroundings of an
+    image of another class (dermo.pipeline.counterfactual; NaN with one class). Must come before the callbacks
+    that read them (CSVLogger, EarlyStopping, RunCheckpoint): Keras hands every callback the same logs dict. Two
+    extra forward passes of the validation images through the probability head (as they are, swapped)."""
 
     KEYS = ("balanced_accuracy", "kappa", "auc")
 
@@ -73,32 +77,51 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.batches = batches
         self.num_classes = num_classes
         self._probs_model = None
+        self._donors = None
 
-    def predict(self, model=None) -> tuple[np.ndarray, np.ndarray]:
-        """(labels (N,), probabilities (N,K)) of the whole validation set through `model`'s probability head (its
-        predict function is traced once and reused, also for the run's closing check)."""
+    def _probs(self, x, n: int, model=None) -> np.ndarray:
         if self._probs_model is None:
             model = model or self.model
             self._probs_model = keras.Model(model.input, model.get_layer(PROBS_LAYER).output)
-        probs, labels = [], []
+        # (n,K); [:n]: under a multi-worker strategy Keras may concatenate every worker's copy
+        return np.asarray(self._probs_model.predict_on_batch(x), np.float64)[:n]
+
+    def predict(self, model=None, counterfactual: bool = False):
+        """(labels (N,), probabilities (N,K)) of the whole validation set through `model`'s probability head (its
+        predict function is traced once and reused, also for the run's closing check); counterfactual: also the
+        probabilities of the swapped images (N,K) and which of them are valid (N,)."""
+        probs, labels, swapped, valid = [], [], [], []
+        if counterfactual and self._donors is None:
+            self._donors = donor_pool(self.batches, self.num_classes)
+        start = 0
         for i in range(len(self.batches)):
-            x, (y, _) = self.batches[i]
-            # (b,K); [:b]: under a multi-worker strategy Keras may concatenate every worker's copy
-            probs.append(np.asarray(self._probs_model.predict_on_batch(x), np.float64)[:len(y)])   # x: maybe a dict
-            labels.append(np.asarray(y).argmax(1))
-        return np.concatenate(labels), np.concatenate(probs)
+            x, (y, masks) = self.batches[i]                       # x: maybe a dict (metadata)
+            n, y = len(y), np.asarray(y).argmax(1)
+            probs.append(self._probs(x, n, model))
+            labels.append(y)
+            if counterfactual:
+                x_hat, ok = swap_with_other_class(image_of(x), masks, y, self._donors, start)
+                swapped.append(self._probs({**x, "image": x_hat} if isinstance(x, dict) else x_hat, n, model))
+                valid.append(ok)
+            start += n
+        out = np.concatenate(labels), np.concatenate(probs)
+        return (*out, np.concatenate(swapped), np.concatenate(valid)) if counterfactual else out
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or "val_loss" not in logs:
             return
-        m = classification_metrics(*self.predict(), list(range(self.num_classes)))
+        labels, probs, swapped, valid = self.predict(counterfactual=True)
+        m = classification_metrics(labels, probs, list(range(self.num_classes)))
         for key in self.KEYS:
             logs[f"val_{key}"] = float("nan") if m[key] is None else float(m[key])
+        logs["val_counterfactual_accuracy"] = (float(np.mean(swapped[valid].argmax(1) == labels[valid]))
+                                               if valid.any() else float("nan"))
 
 
 SHORT = {"cls_loss": "cls", "center_loss": "centre", "cskl_loss": "cskl", "mask_loss": "mask",
          "outside_loss": "outside", "seg_loss": "seg"}
-VAL_SHORT = {"val_accuracy": "acc", "val_balanced_accuracy": "bal.acc", "val_kappa": "κ", "val_auc": "AUC"}
+VAL_SHORT = {"val_accuracy": "acc", "val_balanced_accuracy": "bal.acc", "val_kappa": "κ", "val_auc": "AUC",
+             "val_counterfactual_accuracy": "cf.acc"}
 
 
 class EpochLog(keras.callbacks.Callback):
