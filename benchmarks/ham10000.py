@@ -3,7 +3,7 @@
     python3 benchmarks/ham10000.py manifests        # OUT/binary.csv, binary-generated.csv, dx7.csv
     python3 benchmarks/ham10000.py run [ROW ...]    # train + evaluate rows (default: all); resumable
     python3 benchmarks/ham10000.py table            # OUT/results.md (and .csv) from the finished rows
-    python3 benchmarks/ham10000.py dice             # generated lesion masks vs the experts' over every image
+    python3 benchmarks/ham10000.py dice [--color-region skin]   # generated lesion masks vs the experts' (all images)
     options: --data ../shared/data/ham10000  --out runs/ham10000  --epochs 12  --image-size 128  --workers 2
 
 The protocol (docs/method.md §12). Data: the HAM10000 training set (10,015 images at 200 x 150, one expert lesion
@@ -15,8 +15,8 @@ val_balanced_accuracy, seed 0 — each an ordinary run folder OUT/<row>/ (`dermo
 finished and resumed when interrupted. Every CNN run is also scored on its val images with the experts' masks
 (OUT/<row>/eval-expert/: `dermo evaluate --run RUN --data binary.csv --drop-training-images --grey-outside`), so
 lesion focus is measured against the expert masks also for the run trained on generated masks, and the accuracy
-change with everything outside the expert mask greyed says how much the decisions read the surroundings. Baseline rows: `dermo ml` on the
-same split (OUT/<row>/). The data stay where they are; only the manifests (absolute paths) are written to OUT.
+change with everything outside the expert mask greyed says how much the decisions read the surroundings.
+Baseline rows: `dermo ml` on the same split (OUT/<row>/). The data stay where they are; only the manifests (absolute paths) are written to OUT.
 """
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def table(out: Path) -> str:
     def cell(v, digits=3):
         return "–" if v is None or v != v else f"{v:.{digits}f}"
     lines = ["| row | balanced accuracy | macro AUC | κ | accuracy | lesion focus (expert masks) | outside greyed: "
-             "accuracy change / decisions unchanged | val images | time (min) |", "|---|---|---|---|---|---|---|---|---|"]
+             "accuracy change / decisions unchanged | val images | time (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         greyed = ("–" if r["greyed_unchanged"] is None else
                   f"{r['greyed_accuracy_change']:+.3f} / {r['greyed_unchanged']:.2f}")
@@ -139,7 +140,7 @@ def table(out: Path) -> str:
     return text
 
 
-def dice(data: Path, out: Path, size: int, workers: int | None) -> dict:
+def dice(data: Path, out: Path, size: int, workers: int | None, color_region: str = "fov") -> dict:
     """Generated masks against the experts' over every image, both in the preprocessed geometry (dermo's cache at
     the training size: the given mask goes through the same field-of-view crop and resize)."""
     import cv2
@@ -150,7 +151,7 @@ def dice(data: Path, out: Path, size: int, workers: int | None) -> dict:
     from dermo.preprocessing.cache import preprocess_many
 
     frame = pd.read_csv(out / "binary.csv")
-    settings = settings_for(size)
+    settings = settings_for(size, color_region=color_region)
     given, _ = preprocess_many(list(zip(frame["image"], frame["mask"])), settings, workers=workers)
     made, _ = preprocess_many([(p, None) for p in frame["image"]], settings, workers=workers)
     scores = []
@@ -167,7 +168,9 @@ def dice(data: Path, out: Path, size: int, workers: int | None) -> dict:
               "share_below_0.5": float((scores < 0.5).mean()),
               "val_split": {"n": int(in_val.sum()), "mean_dice": float(scores[in_val].mean())},
               "by_dx": {k: float(v) for k, v in pd.Series(scores).groupby(frame["dx"]).mean().items()}}
-    (out / "dice.json").write_text(json.dumps(result, indent=2))
+    result["color_region"] = color_region
+    name = "dice.json" if color_region == "fov" else f"dice-{color_region}.json"
+    (out / name).write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -180,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--color-region", choices=["fov", "skin"], default="fov",
+                   help="dice: colour constancy's illuminant over the field of view or the skin (dice-skin.json)")
     args = p.parse_args(argv)
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
@@ -194,7 +199,7 @@ def main(argv=None) -> int:
     elif args.step == "table":
         print(table(args.out))
     else:
-        print(json.dumps(dice(args.data, args.out, args.image_size, args.workers), indent=2))
+        print(json.dumps(dice(args.data, args.out, args.image_size, args.workers, args.color_region), indent=2))
     return 0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dermo.data.imageio import read_image, read_mask
-from dermo.preprocessing.color import shades_of_gray, shades_of_gray_gains
+from dermo.preprocessing.color import REGIONS, SKIN_MARGIN, shades_of_gray, shades_of_gray_gains, skin_region
 from dermo.preprocessing.fov import field_of_view
 from dermo.preprocessing.hair import remove_hair
 from dermo.preprocessing.image import preprocess_image
@@ -134,6 +134,47 @@ def test_shades_of_gray_removes_a_colour_cast_ignoring_the_vignette():
     o, r = out[fov].astype(float), ref[fov].astype(float)
     assert np.abs(o / o.mean() - r / r.mean()).mean() < 0.02
     assert abs(out[fov].mean() - cast[fov].mean()) < 0.1 * cast[fov].mean()
+
+
+def test_skin_region_leaves_out_the_lesion_highlights_and_coloured_artefacts():
+    # a 100x100 skin image: lesion disc r=15 at the centre, a white highlight and a blue sticker in corners
+    img = np.full((100, 100, 3), SKIN, np.uint8)
+    lesion = np.zeros((100, 100), bool)
+    lesion[np.hypot(*np.mgrid[-50:50, -50:50]) <= 15] = True
+    img[lesion] = LESION
+    img[5:15, 5:15] = 255                                    # saturated
+    img[80:95, 80:95] = (40, 90, 220)                        # strongly chromatic: far from the skin's chromaticity
+    fov = np.ones((100, 100), bool)
+    region = skin_region(img, fov, lesion)
+    margin = round(SKIN_MARGIN * 100)                        # the lesion grown by 5 px is out too
+    radius = np.hypot(*np.mgrid[-50:50, -50:50])
+    assert not region[radius <= 15 + margin - 0.5].any()
+    assert not region[5:15, 5:15].any() and not region[80:95, 80:95].any()
+    far = radius > 15 + margin + 1.5
+    far[5:15, 5:15] = far[80:95, 80:95] = False
+    assert region[far].all()                                 # every other skin pixel is in
+    assert skin_region(img, fov, np.ones((100, 100), bool)).all()          # nothing left: the field of view
+
+
+def test_skin_colour_constancy_keeps_an_artefact_off_the_lesion_colours():
+    # reference: the same image without the sticker. With the illuminant over the field of view, a blue sticker
+    # beside the lesion shifts the lesion's corrected colours; estimated on the skin, it does not
+    img, les, vig, _ = synth(3, hair=False)
+    sticker = img.copy()
+    sticker[10:80, 20:120] = (60, 120, 240)                  # measured shift: fov 5.44, skin 0.0 grey levels
+    assert not les[10:80, 20:120].any()
+    shift = {}
+    for region in ("fov", "skin"):
+        a, _ = preprocess_image(img, 300, color_region=region)
+        b, _ = preprocess_image(sticker, 300, color_region=region)
+        shift[region] = np.abs(a[les].astype(float).mean(0) - b[les].astype(float).mean(0)).max()
+    assert shift["fov"] > 2.0 and shift["skin"] < 0.5, shift
+
+
+def test_color_regions_are_the_runs_choices():
+    from dermo.run.config import COLOR_REGIONS
+
+    assert COLOR_REGIONS == REGIONS
 
 
 # ----------------------------------------------------------------------------- segmentation

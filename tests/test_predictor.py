@@ -63,7 +63,7 @@ def test_contract_travels_inside_the_model_files(tiny_run, name):
     path = tiny_run / name
     c = read_contract(path)
     assert c["classes"] == CLASSES and c["image_size"] == 64 and c["backbone"] == "B0"
-    assert c["preprocessing"] == {"hair": True, "color": True, "p": 6, "cache_size": 74}
+    assert c["preprocessing"] == {"hair": True, "color": True, "color_region": "fov", "p": 6, "cache_size": 74}
     if name.endswith(".keras"):                                  # readable without dermo
         raw = json.loads(zipfile.ZipFile(path).read("dermo.json"))
     else:
@@ -104,11 +104,21 @@ def test_model_without_hair_removal_is_evaluated_without_it(tmp_path, capsys):
     contract = {"classes": ["nevus", "others"], "image_size": 64,
                 "preprocessing": {"hair": False, "color": True}}
     runs.save_keras_atomic(model, tmp_path / "m.keras", contract=contract)
-    assert Predictor.from_model(tmp_path / "m.keras").hair is False
+    predictor = Predictor.from_model(tmp_path / "m.keras")
+    assert predictor.hair is False and predictor.color_region == "fov"      # a contract from before the option
     assert evaluate.main(["--model", str(tmp_path / "m.keras"), "--data", str(data),
                           "--out", str(tmp_path / "e")]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert m["preprocessing"] == {"hair": False, "color": True} and m["classes"] == ["nevus", "others"]
+    assert m["preprocessing"] == {"hair": False, "color": True, "color_region": "fov"}
+    assert m["classes"] == ["nevus", "others"]
+    contract["preprocessing"]["color_region"] = "skin"                     # --color-region skin: its own cache
+    runs.save_keras_atomic(model, tmp_path / "skin.keras", contract=contract)
+    skin = Predictor.from_model(tmp_path / "skin.keras")
+    assert skin.color_region == skin.settings.color_region == "skin"
+    assert skin.settings.key() != predictor.settings.key()
+    x, masks = (np.full((1, 80, 80, 3), 180, np.uint8), [np.pad(np.ones((40, 40), np.uint8), 20)])
+    x[0, 20:60, 20:60], x[0, :10, :30] = (90, 60, 50), (40, 90, 230)     # a lesion and a blue artefact
+    assert not np.allclose(skin.preprocess(x, masks)[0], predictor.preprocess(x, masks)[0])
     model.save(tmp_path / "plain.keras")                                  # no contract, no classes given
     with pytest.raises(PredictError, match="records no class names"):
         Predictor.from_model(tmp_path / "plain.keras")

@@ -131,7 +131,7 @@ def test_keras_file_run_interrupted_resumed_saved_and_evaluated_agree(files, tmp
         assert m["log_loss"] == pytest.approx(best["val_cls_loss"], rel=1e-4, abs=1e-4)
     else:
         assert m["log_loss"] <= best["val_cls_loss"] + 1e-4
-    assert m["preprocessing"] == {"hair": True, "color": True}
+    assert m["preprocessing"] == {"hair": True, "color": True, "color_region": "fov"}
 
 
 @pytest.mark.slow

@@ -190,7 +190,8 @@ def evaluate(args, log=print) -> dict:
         log(f"wrote {out}/predictions.csv and cams.png")
         return {"n": len(frame), "skipped": skipped}
     extra = {"split": "all" if whole else args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
-             "preprocessing": {"hair": predictor.hair, "color": predictor.color},
+             "preprocessing": {"hair": predictor.hair, "color": predictor.color,
+                               "color_region": predictor.color_region},
              "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),
              "n_skipped": len(skipped), "skipped": skipped,
              "predict_seconds": round(time.perf_counter() - start, 2), "temperature": predictor.temperature}

@@ -56,7 +56,8 @@ def data_meta_columns(sources, data, log=print) -> list[str]:
 def _run_source(spec, run: runs.Run, model_path: Path | None = None) -> Source:
     cfg = run.config
     return Source(str(spec), model_path or run.model_path, cfg.task, list(run.classes), run,
-                  {"hair": cfg.hair_removal, "color": cfg.color_constancy}, cfg.cache_dir)
+                  {"hair": cfg.hair_removal, "color": cfg.color_constancy, "color_region": cfg.color_region},
+                  cfg.cache_dir)
 
 
 def resolve_source(spec, task: str = "auto", kind: str = "auto", own_run: bool = False) -> Source:

@@ -33,6 +33,7 @@ from dermo.data.datasets import DataError, load_dataset
 from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.features import FEATURE_NAMES, WORK_SIZE, extract_features
+from dermo.preprocessing.color import REGIONS
 
 PROG = "dermo ml"
 
@@ -155,6 +156,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                          f"are computed with the shorter side at {WORK_SIZE} px")
     ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
     ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
+    ap.add_argument("--color-region", choices=REGIONS, default="fov",
+                    help="where Shades of Gray estimates the illuminant: the field of view, or the skin outside "
+                         "the lesion without saturated or strongly coloured pixels")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--cache-dir", default=None, help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     ap.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
@@ -188,7 +192,8 @@ def run(args) -> int:
     if not ds.val:
         raise DataError(f"{args.data}: the validation split is empty")
     out = Path(args.out or f"runs/ml-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    settings = settings_for(args.image_size, hair=not args.no_hair, color=not args.no_color)
+    settings = settings_for(args.image_size, hair=not args.no_hair, color=not args.no_color,
+                            color_region=args.color_region)
     train = _prepare_split(ds.train, settings, args, "train")
     val = _prepare_split(ds.val, settings, args, "val")
     t0 = time.perf_counter()

@@ -115,10 +115,11 @@ def sidecar(source, predictor, fmt: str, ref: dict, diff: dict, tol: dict, x: np
             "input": {"name": "image", "shape": [None, predictor.image_size, predictor.image_size, 3],
                       "dtype": "float32", "meaning": "RGB 0..255 after dermo's preprocessing, resized to "
                       "image_size x image_size (INTER_AREA); normalisation is inside the model"},
-            "preprocessing": {"hair": predictor.hair, "color": predictor.color, "p": settings.p,
-                              "cache_size": settings.size,
+            "preprocessing": {"hair": predictor.hair, "color": predictor.color,
+                              "color_region": predictor.color_region, "p": settings.p, "cache_size": settings.size,
                               "steps": "field of view, hair removal (hair), Shades of Gray colour constancy with "
-                                       "Minkowski p (color), shorter side cache_size; docs/method.md §2"},
+                                       "Minkowski p (color) estimated over color_region (fov: the field of view; "
+                                       "skin: outside the lesion), shorter side cache_size; docs/method.md §2"},
             "temperature": t, "outputs": outputs, "backbone": contract.get("backbone"),
             "feature_layer": contract.get("feature_layer"), "source_model": str(source.model_path),
             "dermo_version": __version__,

@@ -78,13 +78,13 @@ class Predictor:
 
     def __init__(self, model, classes: list[str], hair: bool = True, color: bool = True, cache_dir=None,
                  batch_size: int = 16, source: str = "", temperature: float = 1.0,
-                 meta: MetaEncoding | dict | None = None):
+                 meta: MetaEncoding | dict | None = None, color_region: str = "fov"):
         self.model = model
         self.meta = MetaEncoding.from_dict(meta) if isinstance(meta, dict) else meta   # None: image only
         self.temperature = float(temperature)          # calibration: probabilities softmax(log p / T)
         self.classes = list(classes)
         self.image_size = model_image_size(model)
-        self.hair, self.color = bool(hair), bool(color)
+        self.hair, self.color, self.color_region = bool(hair), bool(color), str(color_region)
         self.cache_dir = cache_dir
         self.batch_size = int(batch_size)
         self.source = str(source)
@@ -111,6 +111,7 @@ class Predictor:
                                "give them (dermo evaluate: --task binary|multiclass)")
         kwargs.setdefault("hair", pre.get("hair", True))
         kwargs.setdefault("color", pre.get("color", True))
+        kwargs.setdefault("color_region", pre.get("color_region", "fov"))     # files from before the option: fov
         kwargs.setdefault("temperature", contract.get("temperature", 1.0))
         kwargs.setdefault("meta", contract.get("meta"))
         return cls(model, classes, source=str(path), **kwargs)
@@ -121,6 +122,7 @@ class Predictor:
         run = load_run(path)
         kwargs.setdefault("hair", run.config.hair_removal)
         kwargs.setdefault("color", run.config.color_constancy)
+        kwargs.setdefault("color_region", run.config.color_region)
         kwargs.setdefault("cache_dir", run.config.cache_dir)
         if run.config.meta_encoding:                     # also in the model's contract: the same encoding
             kwargs.setdefault("meta", run.config.meta_encoding)
@@ -129,7 +131,7 @@ class Predictor:
     @property
     def settings(self):
         """The preprocessing settings (dermo.preprocessing.cache.PreprocessSettings) of this model."""
-        return settings_for(self.image_size, hair=self.hair, color=self.color)
+        return settings_for(self.image_size, hair=self.hair, color=self.color, color_region=self.color_region)
 
     def prepare(self, samples: list[Sample], on_bad: str = "error"):
         """Samples -> (cached Prepared items, skipped lines), with this model's preprocessing."""
@@ -173,7 +175,8 @@ class Predictor:
             else:
                 img = to_uint8_rgb(np.asarray(im), f"array[{i}]", order="RGB")
                 given = None if masks[i] is None else (np.asarray(masks[i]) > 0).astype(np.uint8) * 255
-                img, mask = preprocess_image(img, self.settings.size, self.hair, self.color, given)
+                img, mask = preprocess_image(img, self.settings.size, self.hair, self.color, given,
+                                             color_region=self.color_region)
                 x, m = apply(transform, img, mask)
                 names.append(f"array[{i}]")
             xs.append(x)

@@ -29,10 +29,14 @@ class PreprocessSettings:
     hair: bool = True     # hair removal
     color: bool = True    # Shades-of-Gray colour constancy
     p: int = 6            # Minkowski norm of Shades of Gray
+    color_region: str = "fov"   # where the illuminant is estimated: "fov" or "skin" (preprocessing.color)
 
     def key(self) -> str:
         """Short hash of the settings and the algorithm VERSION."""
-        text = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if fields["color_region"] == "fov":       # the key of every cache entry written before the option existed
+            del fields["color_region"]
+        text = json.dumps({"version": VERSION, **fields}, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -71,7 +75,8 @@ def _cached_preprocess(src, settings, cache_dir, mask_src) -> tuple[Path, Path, 
         return img_png, mask_png, False
     img = imageio.read_image(src)
     given = None if mask_src is None else imageio.read_mask(mask_src, shape=img.shape[:2])
-    out, mask = preprocess_image(img, settings.size, settings.hair, settings.color, given, settings.p)
+    out, mask = preprocess_image(img, settings.size, settings.hair, settings.color, given, settings.p,
+                                 settings.color_region)
     imageio.write_png(mask_png, mask)
     imageio.write_png(img_png, out)
     return img_png, mask_png, True

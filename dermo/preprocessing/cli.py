@@ -17,6 +17,7 @@ from pathlib import Path
 from dermo.data import imageio
 from dermo.data.imageio import BadInputError
 from dermo.data.manifest import read_manifest
+from dermo.preprocessing.color import REGIONS
 from dermo.console import parser
 from dermo.errors import DermoError, run_cli
 from dermo.preprocessing.cache import PreprocessSettings, preprocess_many
@@ -68,6 +69,9 @@ def main(argv=None, prog: str = PROG) -> int:
     ap.add_argument("--size", type=int, default=PreprocessSettings.size, help="shorter side in px")
     ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
     ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
+    ap.add_argument("--color-region", choices=REGIONS, default="fov",
+                    help="where Shades of Gray estimates the illuminant: the field of view, or the skin outside "
+                         "the lesion without saturated or strongly coloured pixels")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     ap.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
                     help="an unreadable image stops the command (error) or is skipped and listed")
@@ -81,7 +85,8 @@ def main(argv=None, prog: str = PROG) -> int:
 
 def _run(args) -> int:
     t0 = time.perf_counter()
-    settings = PreprocessSettings(size=args.size, hair=not args.no_hair, color=not args.no_color)
+    settings = PreprocessSettings(size=args.size, hair=not args.no_hair, color=not args.no_color,
+                                  color_region=args.color_region)
     try:
         if not args.input.exists():
             raise BadInputError(args.input, "INPUT not found")

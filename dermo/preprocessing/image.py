@@ -1,7 +1,7 @@
 """The per-image preprocessing chain on numpy arrays (no file I/O):
 
     preprocess_image(img, size) -> (uint8 RGB, uint8 mask), shorter side == size
-        field_of_view (fov.py) -> remove_hair (hair.py) -> shades_of_gray (color.py)
+        field_of_view (fov.py) -> remove_hair (hair.py) -> shades_of_gray (color.py; over the fov or the skin)
         -> segment_lesion (segment.py), unless an expert mask is given
 
 `img` is always uint8 RGB (H, W, 3). Work is done on downscaled copies where the result does not
@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dermo.preprocessing.color import shades_of_gray
+from dermo.preprocessing.color import REGIONS, shades_of_gray, skin_region
 from dermo.preprocessing.fov import field_of_view
 from dermo.preprocessing.hair import remove_hair
 from dermo.preprocessing.morphology import resize_short
@@ -20,14 +20,17 @@ from dermo.preprocessing.segment import segment_lesion
 
 
 def preprocess_image(img: np.ndarray, size: int, hair: bool = True, color: bool = True,
-                     given_mask: np.ndarray | None = None, p: int = 6) -> tuple[np.ndarray, np.ndarray]:
+                     given_mask: np.ndarray | None = None, p: int = 6,
+                     color_region: str = "fov") -> tuple[np.ndarray, np.ndarray]:
     """uint8 RGB (H, W, 3) -> (uint8 RGB (h, w, 3), uint8 mask (h, w) {0, 255}), min(h, w) == size.
 
     field of view -> hair removal -> Shades of Gray (Minkowski p) -> lesion mask, then the shorter
     side is resized to `size`. A larger image is first shrunk to that size (INTER_AREA) and then
     processed (same output, several times faster); a smaller one is processed at its own size and
     enlarged (bilinear) before segmentation. `given_mask` (H, W), >0 = lesion, e.g. an expert mask,
-    replaces the segmentation and is resized with nearest neighbour.
+    replaces the segmentation and is resized with nearest neighbour. `color_region`: where Shades of Gray
+    estimates the illuminant, "fov" (the whole field of view) or "skin" (color.skin_region: outside the given
+    mask, or outside a first segmentation of the uncorrected image, without saturated or strongly coloured pixels).
     """
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB (H, W, 3), got {img.dtype} {img.shape}")
@@ -38,7 +41,15 @@ def preprocess_image(img: np.ndarray, size: int, hair: bool = True, color: bool 
     if hair:
         work = remove_hair(work, fov)
     if color:
-        work = shades_of_gray(work, fov, p)
+        region = fov
+        if color_region == "skin":
+            lesion = (segment_lesion(work, fov) > 0 if given_mask is None else
+                      cv2.resize((given_mask > 0).astype(np.uint8), work.shape[1::-1],
+                                 interpolation=cv2.INTER_NEAREST) > 0)
+            region = skin_region(work, fov, lesion)
+        elif color_region != "fov":
+            raise ValueError(f"color_region must be one of {REGIONS}, got {color_region!r}")
+        work = shades_of_gray(work, region, p)
     if min(work.shape[:2]) != size:
         work = resize_short(work, size, cv2.INTER_LINEAR)
         fov = cv2.resize(fov.astype(np.uint8), work.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0

@@ -15,6 +15,7 @@ CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last ma
 OUTSIDE_FORMS = ("contrast", "positive", "logit", "swap")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
 JIT_CHOICES = ("auto", "on", "off")
+COLOR_REGIONS = ("fov", "skin")           # = dermo.preprocessing.color.REGIONS (tests/test_lesion.py checks)
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy")
 
 
@@ -58,6 +59,7 @@ class TrainConfig:
     allow_duplicates: bool = False        # accept exact duplicate images across train and val
     meta_columns: str | None = None       # "age_approx,sex": CSV metadata columns fused into the classifier
     meta_encoding: dict | None = None     # their encoding fitted on the train split (written by training)
+    color_region: str = "fov"             # Shades of Gray's illuminant over the field of view or the skin only
     seed: int = 0
     out: str | None = None
     resume: bool = False
@@ -113,6 +115,10 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
                       help="skip the morphological hair removal of the preprocessing")
     data.add_argument("--no-color-constancy", dest="color_constancy", action="store_false",
                       help="skip the Shades-of-Gray colour constancy of the preprocessing")
+    data.add_argument("--color-region", choices=COLOR_REGIONS, default=d.color_region,
+                      help="where Shades of Gray estimates the illuminant: fov = the whole field of view (the "
+                           "deck's); skin = outside the lesion (given or generated mask), without saturated or "
+                           "strongly coloured pixels, so an artefact beside the lesion does not recolour it")
     data.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7")
@@ -211,6 +217,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
               f"--class-weight {cfg.class_weight}: use one of {', '.join(CLASS_WEIGHTS)}"),
              (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}"),
              (cfg.cam_stride in CAM_STRIDES, f"--cam-stride {cfg.cam_stride}: use 32 or 16"),
+             (cfg.color_region in COLOR_REGIONS,
+              f"--color-region {cfg.color_region}: use one of {', '.join(COLOR_REGIONS)}"),
              (cfg.outside_form in OUTSIDE_FORMS,
               f"--outside-form {cfg.outside_form}: use one of {', '.join(OUTSIDE_FORMS)}"),
              (cfg.jit_compile in JIT_CHOICES, f"--jit-compile {cfg.jit_compile}: use one of {', '.join(JIT_CHOICES)}")]
