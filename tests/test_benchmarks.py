@@ -1,4 +1,5 @@
-"""benchmarks/throughput.py runs end to end with tiny settings on the CPU (the CI check of the GPU benchmark)."""
+"""benchmarks/: throughput.py end to end with tiny settings on the CPU (the CI check of the GPU benchmark); the
+HAM10000 protocol's manifests and table on a tiny layout."""
 from __future__ import annotations
 
 import os
@@ -23,3 +24,37 @@ def test_throughput_prints_its_table_with_tiny_settings():
     assert re.search(r"^\| cam \| fp32 \| off \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
     assert re.search(r"^\| input pipeline \(2 workers, 8 images\) \| \| \| [\d.]+ \| \|$", out, re.M), out
     assert re.search(r"^pipeline / training: [\d.]+ ", out, re.M), out
+
+
+def test_ham10000_manifests_and_table_from_a_tiny_layout(tmp_path):
+    # the protocol's own files on a 4-image layout: labels nv -> nevus, the rest -> others, dx7 = dx; the table
+    # row of a finished CNN run comes from its eval-expert/metrics.json (with the outside-greyed figures)
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ham10000
+
+    data = tmp_path / "ham"
+    data.mkdir()
+    (data / "metadata.csv").write_text(
+        "image,dx,lesion_id,mask,age_approx,sex,localization,dx_type\n"
+        "a.jpg,nv,L1,masks/a_mask.png,40.0,male,back,histo\nb.jpg,mel,L1,masks/b_mask.png,40.0,male,back,histo\n"
+        "c.jpg,bcc,L2,masks/c_mask.png,,female,face,histo\nd.jpg,nv,L3,masks/d_mask.png,55.0,male,trunk,consensus\n")
+    out = tmp_path / "out"
+    paths = ham10000.write_manifests(data, out)
+    import pandas as pd
+
+    binary, generated, dx7 = (pd.read_csv(p) for p in paths)
+    assert binary["label"].tolist() == ["nevus", "others", "others", "nevus"]
+    assert binary["mask"].tolist() == [str((data / f"masks/{n}_mask.png").resolve()) for n in "abcd"]
+    assert "mask" not in generated and dx7["label"].tolist() == ["nv", "mel", "bcc", "nv"]
+    assert binary["lesion_id"].tolist() == ["L1", "L1", "L2", "L3"]
+    row = out / "binary-deck"
+    (row / "eval-expert").mkdir(parents=True)
+    (row / "config.json").write_text(json.dumps({"wall_seconds": 600.0}))
+    (row / "eval-expert" / "metrics.json").write_text(json.dumps(
+        {"balanced_accuracy": 0.8, "auc": 0.9, "kappa": 0.6, "accuracy": 0.85, "lesion_focus": 0.72, "n": 2003,
+         "outside_greyed": {"accuracy_change": -0.05, "unchanged": 0.9}}))
+    text = ham10000.table(out)
+    assert "| binary-deck | 0.800 | 0.900 | 0.600 | 0.850 | 0.72 | -0.050 / 0.90 | 2003 | 10 |" in text
+    assert (out / "results.csv").exists() and text.count("\n") == 3          # header, rule, the one finished row
