@@ -23,8 +23,8 @@ def test_each_lesion_goes_onto_the_other_class_surroundings_by_hand():
     # [[20, 20], [20, 127.5]]. x̂_0 = its lesion (10) on class 1's outside; x̂_1 = its lesion (20) on class 0's
     x, (y, m) = batch([10, 20], [M0, M1], [0, 1])
     donors = donor_pool([(x, (y, m))], 2)
-    np.testing.assert_array_equal(donors[0][0][..., 0], [[[127.5, 10], [10, 10]]])
-    np.testing.assert_array_equal(donors[1][0][..., 0], [[[20, 20], [20, 127.5]]])
+    np.testing.assert_array_equal(donors[0][..., 0], [[[127.5, 10], [10, 10]]])
+    np.testing.assert_array_equal(donors[1][..., 0], [[[20, 20], [20, 127.5]]])
     x_hat, valid = swap_with_other_class(x, m, [0, 1], donors)
     np.testing.assert_array_equal(x_hat[..., 0], [[[10, 20], [20, 127.5]], [[127.5, 10], [10, 20]]])
     assert (x_hat[..., 0] == x_hat[..., 2]).all() and valid.tolist() == [True, True]
@@ -61,7 +61,7 @@ def test_donor_pool_reads_only_as_far_as_it_needs():
             Batches.read = max(Batches.read, i + 1)
             return list.__getitem__(self, i)
     donors = donor_pool(Batches([first, first, first]), 2, per_class=1)
-    assert Batches.read == 1 and {c: len(d[0]) for c, d in donors.items()} == {0: 1, 1: 1}
+    assert Batches.read == 1 and {c: len(d) for c, d in donors.items()} == {0: 1, 1: 1}
 
 
 def test_val_counterfactual_accuracy_is_the_accuracy_on_the_swapped_images():

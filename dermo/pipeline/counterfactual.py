@@ -1,6 +1,6 @@
 """Counterfactual validation images: every val image's lesion on the surroundings of an image of another class.
 
-    donors = donor_pool(batches, K, per_class)       class -> (outsides (n,S,S,3), donor masks (n,S,S,1))
+    donors = donor_pool(batches, K, per_class)       class -> outsides (n,S,S,3), each donor's lesion greyed
     x̂, valid = swap_with_other_class(x, m, y, donors, start)
 
 A biased val split (a ruler, ink or a sticker on most images of one class) rewards, by val accuracy, the epoch
@@ -25,12 +25,11 @@ from dermo.losses.occlusion import FILL
 from dermo.pipeline.batches import image_of
 
 
-def donor_pool(batches, num_classes: int, per_class: int = 16) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """The first `per_class` images of each class, in the batches' order: class -> (their outsides, each with its
-    own lesion greyed (n,S,S,3) float32; their masks (n,S,S,1)). Reads batches until each of the `num_classes`
+def donor_pool(batches, num_classes: int, per_class: int = 16) -> dict[int, np.ndarray]:
+    """The first `per_class` images of each class, in the batches' order: class -> their outsides, each with its
+    own lesion greyed (n,S,S,3) float32. Reads batches until each of the `num_classes`
     classes has `per_class` donors or the batches end (a class absent from them has none)."""
     outsides: dict[int, list] = {}
-    masks: dict[int, list] = {}
     for i in range(len(batches)):
         x, (y, m) = batches[i]
         x, m = np.asarray(image_of(x), np.float32), np.asarray(m, np.float32)
@@ -38,10 +37,9 @@ def donor_pool(batches, num_classes: int, per_class: int = 16) -> dict[int, tupl
             got = outsides.setdefault(int(label), [])
             if len(got) < per_class:
                 got.append((1.0 - m[row]) * x[row] + m[row] * FILL)
-                masks.setdefault(int(label), []).append(m[row])
         if len(outsides) == num_classes and all(len(v) >= per_class for v in outsides.values()):
             break
-    return {c: (np.stack(outsides[c]), np.stack(masks[c])) for c in sorted(outsides)}
+    return {c: np.stack(outsides[c]) for c in sorted(outsides)}
 
 
 def swap_with_other_class(x, masks, labels, donors: dict, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +51,7 @@ def swap_with_other_class(x, masks, labels, donors: dict, start: int = 0) -> tup
         if not others or m[row].max() <= 0:
             continue
         n = start + row
-        outside, _ = donors[others[n % len(others)]]
+        outside = donors[others[n % len(others)]]
         donor = outside[(n // len(others)) % len(outside)]
         out[row] = m[row] * x[row] + (1.0 - m[row]) * donor
         valid[row] = True
