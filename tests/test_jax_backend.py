@@ -49,7 +49,8 @@ STEP = textwrap.dedent("""
 
     SIZE, BATCH = 64, 8
     folder = {folder!r}
-    cfg = TrainConfig(weights="none", image_size=SIZE, batch_size=BATCH, dropout=0.0)
+    # RRR on (λ·L_rrr ≈ L_cls at this start): the JAX step's jax.grad inside value_and_grad against nested tapes
+    cfg = TrainConfig(weights="none", image_size=SIZE, batch_size=BATCH, dropout=0.0, lambda_rrr=0.02)
     set_seeds(0, True)
     model = build_model(cfg, 2)
     for layer in model.layers:
@@ -145,7 +146,8 @@ def rel_l2(a: list, b: list) -> float:
 
 
 # TF (oneDNN) and JAX (XLA) round float32 differently. Measured here (2 cores, 2026-12-06): relative L2 difference
-# of the weight updates 5.6e-5, of the Adadelta accumulators 2.8e-5, of the centre sums 4.3e-6; max element-wise
+# of the weight updates 5.6e-5 (with RRR on, λ 0.02: 7.1e-5; 1.0e-2 before dermo.model.exact_moments, JAX float32
+# vs JAX float64 8.7e-5), of the Adadelta accumulators 2.8e-5, of the centre sums 4.3e-6; max element-wise
 # ratio |Δ|/(1e-4|a| + 1e-5) of the BatchNorm moving statistics 0.036 and of the logged losses (rel 1e-4, abs 1e-6)
 # 0.049. Bounds: ≥ 10× those; a missing or mis-weighted loss term changes the update by ~10 % or more.
 STEP_REL_L2 = 1e-3

@@ -1,6 +1,6 @@
 """CAMModel: the flat graph plus a custom train_step/test_step with the four-term loss (docs/method.md §5).
 
-    L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask
+    L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask   [+ λ4·L_outside] [+ λ_rrr·L_rrr]
 
 Inside the GradientTape the class activation maps of every class are computed from the last conv
 feature map F (B,h,w,C) and the classifier kernel W (C,K): CAM = einsum(F, W) (B,h,w,K).
@@ -15,8 +15,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from dermo.losses import center_sums, updated_centers
-from dermo.model.names import CLASSIFIER_LAYER
+from dermo.losses import center_sums, log_prob_sum, updated_centers
+from dermo.model.names import CLASSIFIER_LAYER, INPUT_NAME
 from dermo.model.objective import TERMS, LossConfig, loss_terms, split_occluded, with_occluded
 
 __all__ = ["CAMModel", "LossConfig", "TERMS"]
@@ -63,7 +63,22 @@ class CAMModel(keras.Model):
     def forward(self, x, masks, training: bool = False) -> dict:
         """The graph's outputs on x; with the occlusion form of L_outside also "lesion_logits", the logits of x
         occluded outside the lesion — one pass over [x, x̃] (2B), so both halves share BatchNorm's batch
-        statistics; every other output is x's half."""
+        statistics; every other output is x's half. With RRR also "input_grads" = ∂(Σ log p)/∂image (B,S,S,3),
+        from a tape nested in the step's own: the step differentiates it again (double backpropagation)."""
+        if not self.loss_config.needs_input_gradients:
+            return self._graph_outputs(x, masks, training)
+        import tensorflow as tf
+
+        from dermo.model.exact_moments import exact_batch_moments
+
+        image = tf.cast(x[INPUT_NAME] if isinstance(x, dict) else x, "float32")
+        with exact_batch_moments(), tf.GradientTape() as tape:   # tf.nn.moments: second order inexact
+            tape.watch(image)
+            out = self._graph_outputs({**x, INPUT_NAME: image} if isinstance(x, dict) else image, masks, training)
+            total = log_prob_sum(out["logits"])
+        return {**out, "input_grads": tape.gradient(total, image)}
+
+    def _graph_outputs(self, x, masks, training: bool) -> dict:
         if not self.loss_config.needs_occluded:
             return self(x, training=training)
         return split_occluded(self(with_occluded(x, masks, self.loss_config.outside_form), training=training),

@@ -22,8 +22,8 @@ from __future__ import annotations
 import jax
 from keras import ops
 
-from dermo.losses import center_sums
-from dermo.model.names import CLASSIFIER_LAYER
+from dermo.losses import center_sums, log_prob_sum
+from dermo.model.names import CLASSIFIER_LAYER, INPUT_NAME
 from dermo.model.objective import loss_terms, split_occluded, with_occluded
 
 
@@ -44,16 +44,31 @@ def _positions(model) -> dict:
     return pos
 
 
-def _forward(model, trainable, non_trainable, x, y, masks, training: bool):
-    """-> (loss, (terms, outputs, non_trainable after the call)); differentiable w.r.t. `trainable`."""
-    pos = _positions(model)
-    if model.loss_config.needs_occluded:            # as CAMModel.forward: one pass over [x, x̃]
+def _outputs(model, trainable, non_trainable, x, masks, training: bool):
+    """As CAMModel._outputs, stateless: -> (outputs, non_trainable after the call)."""
+    if model.loss_config.needs_occluded:            # one pass over [x, x̃]
         both, non_trainable = model.stateless_call(trainable, non_trainable,
                                                    with_occluded(x, masks, model.loss_config.outside_form),
                                                    training=training)
-        out = split_occluded(both, ops.shape(masks)[0])
+        return split_occluded(both, ops.shape(masks)[0]), non_trainable
+    return model.stateless_call(trainable, non_trainable, x, training=training)
+
+
+def _forward(model, trainable, non_trainable, x, y, masks, training: bool):
+    """-> (loss, (terms, outputs, non_trainable after the call)); differentiable w.r.t. `trainable`. With RRR,
+    out["input_grads"] = ∂(Σ log p)/∂image by jax.grad, itself differentiated by the step's value_and_grad."""
+    pos = _positions(model)
+    if model.loss_config.needs_input_gradients:
+        def log_probs(image):
+            inputs = {**x, INPUT_NAME: image} if isinstance(x, dict) else image
+            out, nt = _outputs(model, trainable, non_trainable, inputs, masks, training)
+            return log_prob_sum(out["logits"]), (out, nt)
+
+        image = ops.cast(x[INPUT_NAME] if isinstance(x, dict) else x, "float32")
+        grads, (out, non_trainable) = jax.grad(log_probs, has_aux=True)(image)
+        out = {**out, "input_grads": grads}
     else:
-        out, non_trainable = model.stateless_call(trainable, non_trainable, x, training=training)
+        out, non_trainable = _outputs(model, trainable, non_trainable, x, masks, training)
     terms = loss_terms(model.loss_config, y, masks, out, trainable[pos["kernel"]],
                        non_trainable[pos["centers"]], training)
     return terms["loss"], (terms, out, non_trainable)

@@ -2,6 +2,7 @@
 
     L = L_cls + λ1·L_center + λ2·L_cskl + λ3·L_mask   (+ λ_seg·L_seg with a segmentation head)
         [+ λ4·L_outside, beyond the deck: off (λ4 = 0) unless asked for]
+        [+ λ_rrr·L_rrr, "right for the right reasons" (Ross et al. 2017): off unless asked for]
 
 `loss_terms` takes the model's outputs, the classifier kernel W and the class centres as values (not
 variables), so the TensorFlow step (GradientTape) and a stateless JAX step share exactly this code.
@@ -14,13 +15,13 @@ from dataclasses import asdict, dataclass
 from keras import ops
 
 from dermo.losses import (categorical_ce, center_loss, cskl_loss, dice_bce_loss, focal_loss, mask_loss,
-                          occlude_outside, outside_logit_loss, outside_loss, outside_swap_loss, soft_dice,
-                          swap_outside)
+                          occlude_outside, outside_logit_loss, outside_loss, outside_swap_loss, rrr_loss,
+                          soft_dice, swap_outside)
 from dermo.model.cam import class_activation_maps
 from dermo.model.names import INPUT_NAME
 
 OCCLUSION_FORMS = ("logit", "swap")   # L_outside forms that run the network on a second, occluded image x̃
-TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss")
+TERMS = ("cls_loss", "center_loss", "cskl_loss", "mask_loss", "outside_loss", "rrr_loss")
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,17 @@ class LossConfig:
     outside_form: str = "logit"       # "logit": logit change when the outside is occluded (out["lesion_logits"]);
                                       # "swap": L_cls and logit change with another image's outside;
                                       # CAM shares: "contrast" |CAM_k − mean_j CAM_j|, "positive" relu(CAM_k)
+    lambda_rrr: float = 0.0           # RRR: squared input gradient of Σ log p outside the lesion (out["input_grads"])
 
     @property
     def needs_occluded(self) -> bool:
         """The train/test step must also run the lesion-only images (out["lesion_logits"])."""
         return bool(self.lambda_outside) and self.outside_form in OCCLUSION_FORMS
+
+    @property
+    def needs_input_gradients(self) -> bool:
+        """The step must also return out["input_grads"], ∂(Σ log p)/∂image (double backpropagation)."""
+        return bool(self.lambda_rrr)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +65,8 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
         y: (B,K) one-hot labels.  masks: (B,S,S,1) lesion masks in {0,1}.
         out: the graph's outputs: "logits" (B,K), "features" F (B,h,w,C), "pooled" g (B,C)
              [, "mask" (B,S,S,1)] [, "lesion_logits" (B,K): the logits of the images occluded outside the lesion
-             (dermo.losses.occlude_outside), which the step adds when cfg.needs_occluded].
+             (dermo.losses.occlude_outside), which the step adds when cfg.needs_occluded]
+             [, "input_grads" (B,S,S,3): ∂(Σ log p)/∂image, which the step adds when cfg.needs_input_gradients].
         kernel: (C,K) classifier kernel W.  centers: (K,C) class centres (constants for the gradient).
         training: class weights apply to L_cls in training only (the validation loss stays unweighted).
     """
@@ -90,9 +98,10 @@ def loss_terms(cfg: LossConfig, y, masks, out: dict, kernel, centers, training: 
                                                   cfg.classification, cfg.focal_gamma)
     else:
         terms["outside_loss"] = outside_loss(cams, masks, cfg.outside_form)
+    terms["rrr_loss"] = rrr_loss(out["input_grads"], masks) if cfg.lambda_rrr else zero
     terms["loss"] = (terms["cls_loss"] + cfg.lambda_center * terms["center_loss"]
                      + cfg.lambda_cskl * terms["cskl_loss"] + cfg.lambda_mask * terms["mask_loss"]
-                     + cfg.lambda_outside * terms["outside_loss"])
+                     + cfg.lambda_outside * terms["outside_loss"] + cfg.lambda_rrr * terms["rrr_loss"])
     if "mask" in out:
         seg = ops.cast(out["mask"], "float32")
         terms["seg_loss"] = dice_bce_loss(masks, seg)

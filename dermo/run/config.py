@@ -14,6 +14,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last map, or a stride-16 one
 OUTSIDE_FORMS = ("contrast", "positive", "logit", "swap")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
+RECOMMENDED_LAMBDA_RRR = 1.0              # λ_rrr of the ablation row `rrr` (docs/method.md §5: measured scale)
 JIT_CHOICES = ("auto", "on", "off")
 COLOR_REGIONS = ("fov", "skin")           # = dermo.preprocessing.color.REGIONS (tests/test_lesion.py checks)
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy")
@@ -38,6 +39,7 @@ class TrainConfig:
     lambda_mask: float = 0.5
     lambda_outside: float = 0.0           # λ4, beyond the deck: class evidence outside the lesion (0 = off)
     outside_form: str = "logit"
+    lambda_rrr: float = 0.0               # RRR (Ross et al. 2017): input gradients outside the lesion (0 = off)
     cam_stride: int = 32                  # 16: CAMs and CAM losses on a stride-16 feature map
     cskl: str = "penalized"
     lambda_a: float = 0.1
@@ -153,6 +155,9 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
                       help="what L_outside counts: the logit change when the outside is occluded (logit) or swapped "
                            "with another image's (swap; both a second forward pass per step), or CAM evidence "
                            "outside the mask, |CAM_k − mean CAM| (contrast) or relu(CAM_k) (positive)")
+    loss.add_argument("--lambda-rrr", type=float, default=d.lambda_rrr,
+                      help="λ of \"right for the right reasons\" (Ross et al. 2017): the squared input gradient of "
+                           "Σ log p outside the lesion (0 = off; a second backward pass per step)")
     loss.add_argument("--focal-gamma", type=float, default=d.focal_gamma,
                       help="γ of the focal loss (3+ classes; 0 = cross-entropy)")
     loss.add_argument("--center-momentum", type=float, default=d.center_momentum,
@@ -201,7 +206,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     """Refuse option values that cannot train (before any file is written); returns cfg."""
     lambdas = {"--lambda-center": cfg.lambda_center, "--lambda-cskl": cfg.lambda_cskl,
                "--lambda-mask": cfg.lambda_mask, "--lambda-seg": cfg.lambda_seg, "--lambda-a": cfg.lambda_a,
-               "--lambda-outside": cfg.lambda_outside}
+               "--lambda-outside": cfg.lambda_outside, "--lambda-rrr": cfg.lambda_rrr}
     rules = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}: train for at least 1 epoch"),
              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}: use at least 1"),
              (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation worker"),
@@ -221,6 +226,9 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
               f"--color-region {cfg.color_region}: use one of {', '.join(COLOR_REGIONS)}"),
              (cfg.outside_form in OUTSIDE_FORMS,
               f"--outside-form {cfg.outside_form}: use one of {', '.join(OUTSIDE_FORMS)}"),
+             (not (cfg.lambda_rrr and cfg.mixed_precision),
+              f"--lambda-rrr {cfg.lambda_rrr} with --mixed-precision: RRR's input gradients are not loss-scaled "
+              "and would underflow in float16; train RRR in float32 (drop --mixed-precision)"),
              (cfg.jit_compile in JIT_CHOICES, f"--jit-compile {cfg.jit_compile}: use one of {', '.join(JIT_CHOICES)}")]
     rules += [(v >= 0, f"{name} {v}: loss weights must be 0 (off) or more") for name, v in lambdas.items()]
     for ok, message in rules:

@@ -119,7 +119,7 @@ class ValidationMetrics(keras.callbacks.Callback):
 
 
 SHORT = {"cls_loss": "cls", "center_loss": "centre", "cskl_loss": "cskl", "mask_loss": "mask",
-         "outside_loss": "outside", "seg_loss": "seg"}
+         "outside_loss": "outside", "rrr_loss": "rrr", "seg_loss": "seg"}
 VAL_SHORT = {"val_accuracy": "acc", "val_balanced_accuracy": "bal.acc", "val_kappa": "κ", "val_auc": "AUC",
              "val_counterfactual_accuracy": "cf.acc"}
 

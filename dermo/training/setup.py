@@ -66,7 +66,7 @@ def loss_config(cfg: TrainConfig, num_classes: int, class_weights=None) -> LossC
                       lambda_a=cfg.lambda_a, cam_temperature=cfg.cam_temperature,
                       focal_gamma=cfg.focal_gamma, center_momentum=cfg.center_momentum,
                       lambda_seg=cfg.lambda_seg, lambda_outside=cfg.lambda_outside,
-                      outside_form=cfg.outside_form,
+                      outside_form=cfg.outside_form, lambda_rrr=cfg.lambda_rrr,
                       class_weights=tuple(class_weights) if class_weights is not None else None)
 
 

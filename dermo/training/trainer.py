@@ -52,7 +52,7 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
 def active_terms(cfg: TrainConfig) -> list[str]:
     """The loss terms of the epoch line: L_cls and each term whose λ is on."""
     on = {"center_loss": cfg.lambda_center, "cskl_loss": cfg.lambda_cskl if cfg.cskl != "off" else 0,
-          "mask_loss": cfg.lambda_mask, "outside_loss": cfg.lambda_outside,
+          "mask_loss": cfg.lambda_mask, "outside_loss": cfg.lambda_outside, "rrr_loss": cfg.lambda_rrr,
           "seg_loss": cfg.lambda_seg if cfg.head == "segmentation" else 0}
     return ["cls_loss"] + [name for name, weight in on.items() if weight]
 
