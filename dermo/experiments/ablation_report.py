@@ -32,7 +32,7 @@ def markdown(table: pd.DataFrame, base: TrainConfig) -> str:
                f"at most {base.epochs} epoch(s), batch {base.batch_size}, weights {base.weights}, seed {base.seed}")
     config_rows = [[r.config, cell(r.lambda_center, 2), cell(r.lambda_cskl, 2), r.cskl, cell(r.lambda_mask, 2),
                     cell(r.lambda_outside, 2), r.outside_form if r.lambda_outside else "–", str(r.cam_stride),
-                    f"`{r.run}/`"] for r in table.itertuples()]
+                    cell(getattr(r, "lambda_rrr", 0.0), 4), f"`{r.run}/`"] for r in table.itertuples()]
     metric_rows = [[r["config"], *(cell(r[k]) for k in METRICS), *(cell(r[k], 1) for k in TIMES)]
                    for _, r in table.iterrows()]
     failed = [f"- `{r.config}` failed: {r.error}" for r in table.itertuples() if r.error]
@@ -44,12 +44,14 @@ def markdown(table: pd.DataFrame, base: TrainConfig) -> str:
         "`+cskl-original` adds the original CSKL (λ2), `+cskl-penalized` swaps it for the penalised CSKL, "
         "`+mask` adds the lesion-focus mask loss (λ3), so it trains all four terms of the deck; `+outside` "
         "adds the outside-evidence term (λ4, beyond the deck) and `+stride16` computes the CAMs on a "
-        "stride-16 map as well. `full` is the train options exactly as given; with the default options it "
+        "stride-16 map as well. `rrr` is not cumulative: CE + RRR, \"right for the right reasons\" (Ross et al. "
+        "2017: the squared input gradient of Σ log p outside the lesion; λ --lambda-rrr, else the recommended "
+        "value), a published remedy to compare with. `full` is the train options exactly as given; with the default options it "
         "equals `+mask`, and a configuration with the same settings as an earlier one reuses that run "
         "instead of training it twice. A term switched on takes its λ from the options (defaults λ1 1.0, "
         "λ2 0.1, λ3 0.5; λ4 --lambda-outside, else the recommended value).", "",
         md_table(["configuration", "λ_center", "λ_cskl", "cskl", "λ_mask", "λ_outside", "outside form", "CAM stride",
-                  "run"],
+                  "λ_rrr", "run"],
                  config_rows),
         "Validation split (each run's `eval-val/metrics.json`). max |CAM| is the largest CAM magnitude "
         "over every class and image (the deck's \"dominant weights\"); lesion focus is the share of "

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from dermo.errors import DermoError
 from dermo.run import folder as runs
-from dermo.run.config import RECOMMENDED_LAMBDA_OUTSIDE, TrainConfig
+from dermo.run.config import RECOMMENDED_LAMBDA_OUTSIDE, RECOMMENDED_LAMBDA_RRR, TrainConfig
 
 
 class Terms(NamedTuple):
@@ -26,6 +26,7 @@ class Terms(NamedTuple):
     mask: bool
     outside: bool = False          # λ4 from --lambda-outside, else RECOMMENDED_LAMBDA_OUTSIDE
     cam_stride: int | None = None  # None: the options' --cam-stride
+    rrr: bool = False              # λ_rrr from --lambda-rrr, else RECOMMENDED_LAMBDA_RRR
 
 
 # The grid, cumulative: each configuration switches on one more loss term (or finer CAMs) than the one above
@@ -38,10 +39,11 @@ CONFIGS: dict[str, Terms | None] = {
     "+mask": Terms(True, "penalized", True),       # the deck's loss: all four terms
     "+outside": Terms(True, "penalized", True, True),               # beyond the deck: outside evidence
     "+stride16": Terms(True, "penalized", True, True, 16),          # ... and CAMs on a stride-16 map
+    "rrr": Terms(False, "off", False, rrr=True),  # a published remedy, not cumulative: CE + RRR (Ross et al. 2017)
     "full": None,                                  # the options as given (defaults: same as +mask)
 }
 LOSS_FIELDS = ("lambda_center", "lambda_cskl", "cskl", "lambda_mask", "lambda_outside", "outside_form",
-               "cam_stride")
+               "cam_stride", "lambda_rrr")
 # options that do not change what a run learns: a finished run is reused across them
 NOT_SETTINGS = ("out", "resume", "workers", "cache_dir", "demo", "allow_duplicates")
 EVAL_DIR = "eval-val"
@@ -73,7 +75,8 @@ def loss_overrides(base: TrainConfig, name: str) -> dict:
             "lambda_cskl": base.lambda_cskl if terms.cskl != "off" else 0.0,
             "cskl": terms.cskl, "lambda_mask": base.lambda_mask if terms.mask else 0.0,
             "lambda_outside": (base.lambda_outside or RECOMMENDED_LAMBDA_OUTSIDE) if terms.outside else 0.0,
-            "outside_form": base.outside_form, "cam_stride": terms.cam_stride or base.cam_stride}
+            "outside_form": base.outside_form, "cam_stride": terms.cam_stride or base.cam_stride,
+            "lambda_rrr": (base.lambda_rrr or RECOMMENDED_LAMBDA_RRR) if terms.rrr else 0.0}
 
 
 def config_for(base: TrainConfig, name: str, run_dir) -> TrainConfig:

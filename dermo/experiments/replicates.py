@@ -116,7 +116,7 @@ def summary_markdown(table: pd.DataFrame, base: TrainConfig, tests: list[str]) -
     gap = all(t in tests for t in GAP)
     if gap:
         table = table.assign(gap=table[f"{GAP[1]}_accuracy"] - table[f"{GAP[0]}_accuracy"])
-    header = ["configuration", "λ_outside", "outside form", "CAM stride", "seeds",
+    header = ["configuration", "λ_outside", "outside form", "CAM stride", "λ_rrr", "seeds",
               *(f"{s} {SPLIT_METRICS[k]}" for s in splits for k in SUMMARY_METRICS),
               *(["flipped − clean acc"] if gap else [])]
     rows = []
@@ -124,7 +124,8 @@ def summary_markdown(table: pd.DataFrame, base: TrainConfig, tests: list[str]) -
         ok = part[part["error"].fillna("") == ""]
         lam = part["lambda_outside"].iloc[0]
         form = part["outside_form"].iloc[0] if lam else "–"
-        rows.append([name, cell(lam, 2), form, str(part["cam_stride"].iloc[0]),
+        rrr = part["lambda_rrr"].iloc[0] if "lambda_rrr" in part else 0.0     # tables written before RRR
+        rows.append([name, cell(lam, 2), form, str(part["cam_stride"].iloc[0]), cell(rrr, 4),
                      ", ".join(str(s) for s in ok["seed"]),
                      *(_mean_sd(ok[f"{s}_{k}"]) for s in splits for k in SUMMARY_METRICS),
                      *([_mean_sd(ok["gap"])] if gap else [])])

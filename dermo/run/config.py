@@ -14,7 +14,8 @@ CLASS_WEIGHTS = ("none", "balanced")
 CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last map, or a stride-16 one
 OUTSIDE_FORMS = ("contrast", "positive", "logit", "swap")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
-RECOMMENDED_LAMBDA_RRR = 1.0              # λ_rrr of the ablation row `rrr` (docs/method.md §5: measured scale)
+RECOMMENDED_LAMBDA_RRR = 1e-3             # λ_rrr of the ablation row `rrr`: λ·L_rrr ≈ 1.1–1.6 ≈ 2·L_cls at the start
+                                          # (B0 from scratch, 128 px shortcut images; Ross et al.'s rule, method.md §5)
 JIT_CHOICES = ("auto", "on", "off")
 COLOR_REGIONS = ("fov", "skin")           # = dermo.preprocessing.color.REGIONS (tests/test_lesion.py checks)
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy")
