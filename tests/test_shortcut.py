@@ -117,3 +117,66 @@ def test_cli_shortcut_and_one_line_errors(tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     assert synthetic.main([str(tmp_path / "mine"), "--shortcut", "--n", "10"]) == 2
     assert "not a dermo shortcut dataset" in capsys.readouterr().err
+
+
+def _footprints(style, kind, n=10, size=96):
+    """(footprint, lesion mask) of `kind` drawn with `style` on n lesion scenes, and the pixels it painted."""
+    out = []
+    for i in range(n):
+        seen = {}
+
+        def hook(scene, lesion, fov):
+            before = scene.copy()
+            seen["footprint"] = draw_artefact(scene, lesion, fov, kind, np.random.default_rng([i, 1]), style) > 0
+            seen["paint"] = scene[seen["footprint"]]
+            seen["fov"] = fov.copy()
+            seen["changed"] = np.abs(scene - before).max(axis=2) > 0
+        _, mask = draw_lesion_image("others", np.random.default_rng([5, i]), size, blend_range=BLEND, artefact=hook)
+        out.append({**seen, "mask": mask > 0})
+    return out
+
+
+def _lesion_distance(fp, mask):
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+    return float(dist[fp].mean())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_artefact_variants_place_size_and_colour(kind):
+    """Every variant still clears the lesion and stays in the field of view; `beside` lies nearer the lesion than
+    `rim`, scale 1.6 covers more than scale 0.7, and a painted colour is the colour painted."""
+    from dermo.data.artefacts import COLOURS, Style
+
+    drawn = {name: _footprints(style, kind) for name, style in {
+        "beside": Style(place="beside"), "rim": Style(place="rim"), "small": Style(scale=0.7),
+        "large": Style(scale=1.6), "grey": Style(colour="grey"), "brown": Style(colour="brown")}.items()}
+    for name, items in drawn.items():
+        for d in items:
+            assert d["footprint"].sum() > 5 and not (d["footprint"] & d["mask"]).any(), name
+            assert (d["fov"][d["footprint"]] > 0).all(), name
+    near = np.mean([_lesion_distance(d["footprint"], d["mask"]) for d in drawn["beside"]])
+    far = np.mean([_lesion_distance(d["footprint"], d["mask"]) for d in drawn["rim"]])
+    # measured (20 scenes, 96 px): sticker 12.8 vs 28.8 px, ink 12.8 vs 28.9, ruler 20.8 vs 24.6 (a long strip
+    # whose disc barely fits: few centres to choose from)
+    assert near < far / (1.1 if kind == "ruler" else 1.5), (near, far)
+    small = np.mean([d["footprint"].sum() for d in drawn["small"]])
+    large = np.mean([d["footprint"].sum() for d in drawn["large"]])
+    # area ∝ scale² = 5.2× where there is room; a long ruler shrinks to fit: measured 1.75× (238 vs 417 px)
+    assert large > 1.4 * small, (small, large)
+    for colour in ("grey", "brown"):
+        paint = np.concatenate([d["paint"] for d in drawn[colour]])
+        # the painted colour covers the footprint but the sticker's white rim, the ruler's ticks
+        share = (np.abs(paint - np.array(COLOURS[colour], np.float32)).max(axis=1) < 0.1).mean()
+        assert share > 0.4, (colour, share)             # grey, measured: sticker 0.52, ruler 0.84, ink 1.0
+
+
+def test_artefact_variant_sets_are_written_and_recorded(tmp_path):
+    from dermo.data.artefacts import Style
+
+    out = write_shortcut_dataset(tmp_path / "v", n=12, n_test=4, size=48, workers=1,
+                                 style=Style(kinds=("ink",), place="rim", scale=1.5, colour="grey"))
+    table = pd.read_csv(out / "shortcut.csv", keep_default_na=False)
+    assert set(table["artefact"]) == {"", "ink"}
+    assert "ink; place rim, size x1.5, colour grey" in (out / "README.txt").read_text()
+    with pytest.raises(ValueError, match="--artefact-place corner"):
+        write_shortcut_dataset(tmp_path / "w", n=12, n_test=4, size=48, style=Style(place="corner"))

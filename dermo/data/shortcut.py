@@ -2,6 +2,8 @@
 mark, ink dots — inside the field of view and outside the lesion whose presence goes with the class.
 
     dermo synthetic OUT --shortcut [--n 750] [--n-test 400] [--bias 0.95] [--seed 0] [--size 160]
+        [--artefact sticker,ruler,ink] [--artefact-place free|beside|rim] [--artefact-scale 1]
+        [--artefact-colour natural|brown|grey]        (variants: dermo.data.artefacts.Style)
 
     OUT/biased/{train,val}/{nevus,others}/scNNNNN.jpg + _mask.png   training and in-distribution validation:
                                    an artefact in `bias` of the `others` images and in 1 − bias of the `nevus`
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermo.data.artefacts import KINDS, draw_artefact
+from dermo.data.artefacts import DEFAULT_STYLE, KINDS, Style, draw_artefact
 from dermo.data.generated import MARKER, README, claim_folder, run_jobs
 from dermo.data.imageio import mask_path_for, write_jpeg, write_png
 from dermo.data.synthetic_draw import CLASSES, GENERATOR_VERSION, draw_lesion_image
@@ -35,17 +37,17 @@ BLEND = (0.55, 0.8)        # own-class share of each lesion's look: weak cues, s
 VAL_FRACTION = 0.2
 
 
-def _kinds(rng, count: int, share: float) -> list[str]:
-    """Artefact kind per image of one class and subset: round(share·count) of them get one (kinds in turn,
+def _kinds(rng, count: int, share: float, names=KINDS) -> list[str]:
+    """Artefact kind per image of one class and subset: round(share·count) of them get one (`names` in turn,
     images drawn at random), the others ""."""
     n = int(round(share * count))
     kinds = [""] * count
     for j, i in enumerate(rng.permutation(count)[:n]):
-        kinds[i] = KINDS[j % len(KINDS)]
+        kinds[i] = names[j % len(names)]
     return kinds
 
 
-def plan(n: int, n_test: int, bias: float, seed: int) -> list[tuple[str, str, int, str, str]]:
+def plan(n: int, n_test: int, bias: float, seed: int, kinds=KINDS) -> list[tuple[str, str, int, str, str]]:
     """(split, subset, index, class, artefact kind) per image; subset is train/val for biased/, "" otherwise.
     Classes alternate (nevus, others); biased/val holds the last VAL_FRACTION of each class."""
     rng = np.random.default_rng([seed, 99])
@@ -60,7 +62,7 @@ def plan(n: int, n_test: int, bias: float, seed: int) -> list[tuple[str, str, in
             subsets = [("train", idx[:cut]), ("val", idx[cut:])] if n_val else [("", idx)]
             for subset, members in subsets:
                 rows += [(split, subset, i, cls, kind)
-                         for i, kind in zip(members, _kinds(rng, len(members), share[cls]))]
+                         for i, kind in zip(members, _kinds(rng, len(members), share[cls], tuple(kinds)))]
     rows += [("clean", "", i, cls, "") for split, _, i, cls, _ in rows if split == "flipped"]
     return sorted(rows, key=lambda r: (SPLITS.index(r[0]), r[1], r[2]))
 
@@ -70,12 +72,12 @@ def relative_path(split: str, subset: str, index: int, cls: str) -> str:
 
 
 def _write_one(job: tuple) -> None:
-    out, seed, size, blend, (split, subset, index, cls, kind) = job
+    out, seed, size, blend, style, (split, subset, index, cls, kind) = job
     import cv2
 
     cv2.setNumThreads(1)
     art_rng = np.random.default_rng([seed, SPLITS.index(split) + 1, index, 1])
-    hook = (lambda scene, lesion, fov: draw_artefact(scene, lesion, fov, kind, art_rng)) if kind else None
+    hook = (lambda scene, lesion, fov: draw_artefact(scene, lesion, fov, kind, art_rng, style)) if kind else None
     img, mask = draw_lesion_image(cls, np.random.default_rng([seed, _LESION_STREAM[split], index]), size,
                                   blend_range=blend, artefact=hook)
     path = Path(out) / relative_path(split, subset, index, cls)
@@ -83,13 +85,15 @@ def _write_one(job: tuple) -> None:
     write_png(mask_path_for(path), mask)
 
 
-def _params(n, n_test, bias, seed, size, blend) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "kind": "shortcut", "n": int(n), "n_test": int(n_test),
-            "bias": float(bias), "seed": int(seed), "size": int(size), "blend": [float(b) for b in blend]}
+def _params(n, n_test, bias, seed, size, blend, style: Style) -> dict:
+    params = {"generator_version": GENERATOR_VERSION, "kind": "shortcut", "n": int(n), "n_test": int(n_test),
+              "bias": float(bias), "seed": int(seed), "size": int(size), "blend": [float(b) for b in blend]}
+    return params if style == DEFAULT_STYLE else {**params, "artefact": style.to_dict()}
 
 
 def write_shortcut_dataset(out, n: int = 750, n_test: int = 400, bias: float = 0.95, seed: int = 0,
-                           size: int = 160, blend=BLEND, workers: int | None = None) -> Path:
+                           size: int = 160, blend=BLEND, workers: int | None = None,
+                           style: Style = DEFAULT_STYLE) -> Path:
     """Write the biased/, flipped/ and clean/ splits (module docstring) into `out`; returns `out`.
     Replaces an earlier shortcut set there; refuses a non-empty folder that is not one."""
     checks = [(n >= 10, f"--n {n}: use at least 10 images (biased train + val)"),
@@ -100,9 +104,10 @@ def write_shortcut_dataset(out, n: int = 750, n_test: int = 400, bias: float = 0
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    style.check()
     out = claim_folder(out, HEADER, SPLITS, what="dermo shortcut dataset")
-    rows = plan(n, n_test, bias, seed)
-    run_jobs(_write_one, [(str(out), seed, size, tuple(blend), row) for row in rows],
+    rows = plan(n, n_test, bias, seed, style.kinds)
+    run_jobs(_write_one, [(str(out), seed, size, tuple(blend), style, row) for row in rows],
              workers if workers is not None else None)
     table = pd.DataFrame([{"split": split, "image": relative_path(split, subset, i, cls), "label": cls,
                            "artefact": kind} for split, subset, i, cls, kind in rows])
@@ -118,8 +123,9 @@ def write_shortcut_dataset(out, n: int = 750, n_test: int = 400, bias: float = 0
         f"{HEADER} (generated by `dermo synthetic --shortcut`, not real patient data).\n"
         f"{n} biased images (train + val) and {n_test} per test split, {size}x{size} px, seed {seed}, "
         f"bias {bias}, lesion look blend {blend[0]}-{blend[1]}, generator version {GENERATOR_VERSION}.\n"
-        "Share of images with an artefact (sticker, ruler, ink), per split and class:\n"
+        f"Artefacts: {', '.join(style.kinds)}; place {style.place}, size x{style.scale:g}, colour {style.colour}.\n"
+        "Share of images with an artefact, per split and class:\n"
         + "".join(f"  {s} {c}: {v:.2f}\n" for (s, c), v in with_artefact.items())
         + "Train on biased/, evaluate on flipped/labels.csv and clean/labels.csv (see dermo/data/shortcut.py).\n")
-    (out / MARKER).write_text(json.dumps(_params(n, n_test, bias, seed, size, blend), sort_keys=True) + "\n")
+    (out / MARKER).write_text(json.dumps(_params(n, n_test, bias, seed, size, blend, style), sort_keys=True) + "\n")
     return out

@@ -121,6 +121,13 @@ def main(argv=None, prog: str = PROG) -> int:
                     help="--shortcut: share of `others` (biased) or `nevus` (flipped) images with an artefact")
     ap.add_argument("--blend", type=float, nargs=2, metavar=("LO", "HI"), default=None,
                     help="--shortcut: range of the own-class share of each lesion's look (default: 0.55 0.8)")
+    ap.add_argument("--artefact", default="sticker,ruler,ink",
+                    help="--shortcut: comma-separated artefact kinds, drawn in turn")
+    ap.add_argument("--artefact-place", default="free",
+                    help="--shortcut: free (anywhere clear of the lesion), beside (near it) or rim (far from it)")
+    ap.add_argument("--artefact-scale", type=float, default=1.0, help="--shortcut: factor on the artefact's size")
+    ap.add_argument("--artefact-colour", default="natural",
+                    help="--shortcut: natural (each kind's own), brown (lesion-like) or grey (no chroma)")
     args = ap.parse_args(argv)
     return run_cli(lambda: _run(args), prog)
 
@@ -141,12 +148,15 @@ def _run(args) -> int:
 
 
 def _shortcut(args, t0: float) -> int:
+    from dermo.data.artefacts import Style
     from dermo.data.shortcut import BLEND, write_shortcut_dataset
 
     if args.task != "binary":
         raise ValueError(f"--shortcut makes a binary set (nevus, others); leave out --task {args.task}")
+    style = Style(tuple(k.strip() for k in args.artefact.split(",") if k.strip()), args.artefact_place,
+                  args.artefact_scale, args.artefact_colour)
     out = write_shortcut_dataset(args.out, args.n or 750, args.n_test, args.bias, args.seed, args.size or 160,
-                                 tuple(args.blend or BLEND), args.workers)
+                                 tuple(args.blend or BLEND), args.workers, style.check())
     print(f"wrote the shortcut check to {out}: biased/ ({args.n or 750} images, train + val), flipped/ and "
           f"clean/ ({args.n_test} each) in {time.perf_counter() - t0:.1f} s")
     return 0
