@@ -55,6 +55,9 @@ def tiny(data, out, *extra):
     (["--learning-rate", "-1"], "--learning-rate -1.0: must be positive"),
     (["--lambda-cskl", "-0.1"], "--lambda-cskl -0.1: loss weights must be 0 (off) or more"),
     (["--lambda-outside", "-1"], "--lambda-outside -1.0: loss weights must be 0 (off) or more"),
+    (["--lambda-rrr", "-1"], "--lambda-rrr -1.0: loss weights must be 0 (off) or more"),
+    (["--lambda-rrr", "0.001", "--mixed-precision"], "--lambda-rrr 0.001 with --mixed-precision: RRR's input "
+                                                     "gradients are not loss-scaled"),
 ])
 def test_train_option_mistakes_are_refused_before_anything_is_written(data, tmp_path, capsys, extra,
                                                                         expected):
