@@ -51,9 +51,9 @@ def test_summary_is_mean_and_sample_sd_over_seeds_failed_runs_left_out(tmp_path,
     np.testing.assert_allclose(table["val_lesion_focus"][:4], [0.25, 0.25, 0.5, 0.5])
     md = (tmp_path / "replicates.md").read_text()
     # baseline: clean 0.6 0.7 0.8 -> 0.700 ± 0.100 (sample sd); flipped 0.4 below; val focus 0.25 0.5 0.75
-    assert ("| baseline | 0.00 | – | 32 | 0, 1, 2 | 0.900 ± 0.000 | 0.500 ± 0.250 | n/a | 0.700 ± 0.100 | "
+    assert ("| baseline | 0.00 | – | 32 | 0.0000 | 0, 1, 2 | 0.900 ± 0.000 | 0.500 ± 0.250 | n/a | 0.700 ± 0.100 | "
             "0.500 ± 0.000 | n/a | 0.300 ± 0.100 | 0.500 ± 0.000 | n/a | -0.400 ± 0.000 |") in md
-    assert "| +mask | 0.00 | – | 32 | 0, 1 | 0.900 ± 0.000 | 0.375 ± 0.177 | n/a | 0.700 ± 0.283 |" in md
+    assert "| +mask | 0.00 | – | 32 | 0.0000 | 0, 1 | 0.900 ± 0.000 | 0.375 ± 0.177 | n/a | 0.700 ± 0.283 |" in md
     assert "`+mask` seed 2 failed: loss became NaN" in md
     assert pd.read_csv(tmp_path / "replicates.csv")["seed"].tolist() == [0, 0, 1, 1, 2, 2]
 
