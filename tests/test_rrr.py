@@ -64,8 +64,8 @@ def batch(seed=0):
 
 def test_input_gradients_equal_central_differences_of_the_summed_log_probabilities(rrr_model):
     x, _, m = batch()
-    # training mode (batch statistics, dropout off): in inference mode an untrained B0's moving statistics flatten the logits
-    # and every gradient is ~1e-15, which any tolerance would pass
+    # training mode (batch statistics, dropout off): in inference mode an untrained B0's moving statistics
+    # flatten the logits and every gradient is ~1e-15, which any tolerance would pass
     grads = npv(rrr_model.forward(x, m, training=True)["input_grads"])                  # (4,64,64,3)
     assert grads.shape == x.shape
 
