@@ -126,11 +126,9 @@ def _footprints(style, kind, n=10, size=96):
         seen = {}
 
         def hook(scene, lesion, fov):
-            before = scene.copy()
             seen["footprint"] = draw_artefact(scene, lesion, fov, kind, np.random.default_rng([i, 1]), style) > 0
             seen["paint"] = scene[seen["footprint"]]
             seen["fov"] = fov.copy()
-            seen["changed"] = np.abs(scene - before).max(axis=2) > 0
         _, mask = draw_lesion_image("others", np.random.default_rng([5, i]), size, blend_range=BLEND, artefact=hook)
         out.append({**seen, "mask": mask > 0})
     return out
