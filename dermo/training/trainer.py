@@ -1,6 +1,7 @@
 """One training run: data -> preprocessing cache -> CAMModel.fit -> run folder (docs/method.md §6, §8)."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -159,9 +160,12 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
         initial_epoch = 0
     else:
         initial_epoch = restore(model, cfg.run_dir, state)
+        if run_dir != cfg.run_dir and (cfg.run_dir / runs.BEST_WEIGHTS).exists():
+            # a non-chief worker's own copy: the best epoch may predate this process (read before any epoch ends)
+            shutil.copyfile(cfg.run_dir / runs.BEST_WEIGHTS, run_dir / runs.BEST_WEIGHTS)
         train_batches.set_epoch(initial_epoch)        # the shuffle/augmentation of that epoch
         truncate_history(run_dir / runs.HISTORY, initial_epoch)
-        log(f"resuming {run_dir} after epoch {initial_epoch}")
+        log(f"resuming {cfg.run_dir} after epoch {initial_epoch}")
     callbacks = make_callbacks(cfg, run_dir, val_batches, plain_batches, ds.num_classes, state, len(train_batches),
                                log)
     start = time.time()
