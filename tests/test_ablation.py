@@ -49,6 +49,7 @@ def as_number(x):
     return math.nan if x is None else float(x)
 
 
+@pytest.mark.slow
 def test_tables_rows_columns_and_values_equal_each_runs_metrics(grid):
     data, out = grid
     table = pd.read_csv(out / "ablation.csv", keep_default_na=False, na_values=[""])
@@ -79,6 +80,7 @@ def test_tables_rows_columns_and_values_equal_each_runs_metrics(grid):
     assert chart is not None and chart.shape[0] > 200 and chart.shape[1] > 400
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_runs_without_training(grid, monkeypatch):
     data, out = grid
     before = (out / "ablation.csv").read_text()
@@ -88,6 +90,7 @@ def test_rerun_reuses_finished_runs_without_training(grid, monkeypatch):
     assert (out / "ablation.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_trained_but_unevaluated_run_is_only_evaluated(grid, monkeypatch):
     data, out = grid
     metrics = out / "baseline" / "eval-val" / "metrics.json"
@@ -103,6 +106,7 @@ def test_trained_but_unevaluated_run_is_only_evaluated(grid, monkeypatch):
     assert table.loc[0, "accuracy"] == before["accuracy"]
 
 
+@pytest.mark.slow
 def test_run_trained_with_other_options_is_refused(grid, monkeypatch, capsys):
     data, out = grid
     no_training(monkeypatch)

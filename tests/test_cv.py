@@ -52,6 +52,7 @@ def test_folds_are_stratified_seeded_and_keep_groups_apart():
         stratified_folds(samples, 13, seed=0, source="x")
 
 
+@pytest.mark.slow
 def test_every_image_is_predicted_out_of_fold_exactly_once(done):
     folds = pd.read_csv(done.out / FOLDS_CSV)
     oof = pd.read_csv(done.out / cv.OOF_CSV)
@@ -70,6 +71,7 @@ def test_every_image_is_predicted_out_of_fold_exactly_once(done):
     assert "age" in manifest.columns                                # metadata columns travel with the folds
 
 
+@pytest.mark.slow
 def test_table_rows_equal_each_folds_metrics_and_their_mean(done):
     table = pd.read_csv(done.out / cv.CV_CSV).set_index("fold")
     per_fold = [json.loads((done.out / f"fold-{k}" / cv.OOF_DIR / "metrics.json").read_text()) for k in (0, 1)]
@@ -83,6 +85,7 @@ def test_table_rows_equal_each_folds_metrics_and_their_mean(done):
     assert "| out-of-fold |" in (done.out / cv.CV_MD).read_text()
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_folds(done, monkeypatch):
     monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("a finished fold was trained again"))
     assert cv.main(["--folds", "2", "--data", str(done.csv), "--task", "binary", "--image-size", "64",
@@ -90,12 +93,14 @@ def test_rerun_reuses_finished_folds(done, monkeypatch):
                     "--out", str(done.out)]) == 0
 
 
+@pytest.mark.slow
 def test_other_folds_in_the_same_folder_are_refused(done, capsys):
     err = one_line_error(capsys, cv.main, ["--folds", "3", "--data", done.csv, "--task", "binary", "--weights",
                                            "none", "--image-size", "64", "--out", done.out], "dermo cv")
     assert "made from other data or options" in err
 
 
+@pytest.mark.slow
 def test_fold_models_score_a_held_out_set_as_one_ensemble(done, tmp_path, capsys):
     assert ensemble.main(["--models", str(done.out), "--data", str(done.held_out), "--out",
                           str(tmp_path / "ens")]) == 0

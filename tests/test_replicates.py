@@ -82,6 +82,7 @@ def shortcut_grid(tmp_path_factory):
     return out, out / "+stride16" / "seed-3", flipped
 
 
+@pytest.mark.slow
 def test_stride16_outside_run_is_tracked_and_recorded(shortcut_grid):
     out, run, _ = shortcut_grid
     h = pd.read_csv(run / "history.csv")
@@ -98,6 +99,7 @@ def test_stride16_outside_run_is_tracked_and_recorded(shortcut_grid):
         assert row[f"{split}_lesion_focus"] == pytest.approx(m["lesion_focus"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_trained_saved_and_evaluated_stride16_models_agree(shortcut_grid):
     _, run, flipped = shortcut_grid
     from dermo.training.setup import build_model
@@ -124,6 +126,7 @@ def test_trained_saved_and_evaluated_stride16_models_agree(shortcut_grid):
     np.testing.assert_allclose(frame["lesion_focus"], focus, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluation_reports_focus_per_class_and_its_histogram(shortcut_grid):
     _, run, _ = shortcut_grid
     m = json.loads((run / "eval-flipped" / "metrics.json").read_text())

@@ -56,6 +56,7 @@ def val_arrays(run_a, data64):
     return x, y.argmax(1)
 
 
+@pytest.mark.slow
 def test_run_folder_has_every_file(run_a):
     assert {p.name for p in run_a.iterdir()} == RUN_FILES
     assert list(pd.read_csv(run_a / "history.csv").columns) == HISTORY_COLUMNS
@@ -70,6 +71,7 @@ def test_run_folder_has_every_file(run_a):
     assert len(list((run_a / runs.BACKUP_DIR).iterdir())) == 2                # the last epoch's state only
 
 
+@pytest.mark.slow
 def test_history_logs_real_per_term_values_and_loss_decreases(run_a):
     h = pd.read_csv(run_a / "history.csv")
     assert len(h) == EPOCHS
@@ -80,6 +82,7 @@ def test_history_logs_real_per_term_values_and_loss_decreases(run_a):
     assert h["loss"].iloc[-1] < h["loss"].iloc[0]
 
 
+@pytest.mark.slow
 def test_saved_models_reload_without_custom_code_and_agree(run_a, val_arrays):
     x, _ = val_arrays
     m_keras = keras.models.load_model(run_a / "model.keras", compile=False, safe_mode=True)
@@ -95,12 +98,14 @@ def test_saved_models_reload_without_custom_code_and_agree(run_a, val_arrays):
     np.testing.assert_allclose(model.predict(x, verbose=0)["probs"], p1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_val_predictions_do_not_collapse_to_one_class(run_a, val_arrays):
     x, y = val_arrays
     probs = keras.models.load_model(run_a / "model.keras", compile=False).predict(x, verbose=0)
     assert len(set(probs.argmax(1))) == 2, "eval-mode predictions collapsed to a single class"
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
     """SIGKILL a training subprocess after its first epoch's checkpoint, --resume it (`python -m dermo train`): the
@@ -132,6 +137,7 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
     np.testing.assert_array_equal(b["learning_rate"].iloc[0], 1.0)
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_and_resume_without_checkpoint(run_a, tmp_path, capsys, data64):
     assert train.main(train_args(data64, run_a)) == 2
     assert "already holds" in capsys.readouterr().err
