@@ -258,3 +258,28 @@ def test_augmented_masks_match_their_images_pixelwise(tmp_path):
                 ious.append((a & b).sum() / max((a | b).sum(), 1))
     print(f"blob IoU min {min(ious):.3f} mean {np.mean(ious):.3f}")
     assert min(ious) > 0.85 and np.mean(ious) > 0.93
+
+
+def test_a_killed_worker_process_costs_no_batch(train_items):
+    """A worker of the row pool dies (killed, as the out-of-memory killer would): the pool starts a fresh executor
+    and makes the batch again — the batch one process makes — instead of ending the training mid-epoch."""
+    import os
+    import signal
+
+    from dermo.pipeline.rows import RowPool, load_rows
+
+    ds = LesionBatches(train_items, 2, S, B, training=True, seed=3)
+    rows = [(it.image, it.mask, ds.row_seed(0, 0, r)) for r, it in enumerate(ds.batch_items(0, 0))]
+    want = load_rows(rows, S)
+    pool = RowPool(2)                                    # its own, not the shared RowPool.get(2)
+    try:
+        first = pool.load_rows(rows, S)                  # the workers are up
+        for pid in list(pool._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        after = pool.load_rows(rows, S)
+        assert pool.restarts == 1
+        for got in (first, after):
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    finally:
+        pool._executor.shutdown(wait=True, cancel_futures=True)

@@ -8,13 +8,17 @@ across processes, and whatever the number of processes or their timing. Python t
 interpreter lock, and albumentations' Python glue holds it for a good part of each image (measured in
 benchmarks/README.md), so `RowPool(n)` spreads the rows of each batch over n worker processes instead. The
 workers are started with "spawn" (a forked copy of a process running TensorFlow or JAX threads can
-deadlock) and import only this module, OpenCV and albumentations: no Keras, no TensorFlow, no JAX.
+deadlock) and import only this module, OpenCV and albumentations: no Keras, no TensorFlow, no JAX. A worker
+that dies (killed, or by the out-of-memory killer) breaks the whole executor: the pool then starts a fresh one
+and makes the batch again, once (the same rows and seeds, so the same batch), instead of ending the training
+mid-epoch.
 """
 from __future__ import annotations
 
 import atexit
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -63,13 +67,28 @@ class RowPool:
     _lock = threading.Lock()
 
     def __init__(self, processes: int):
-        import multiprocessing
-
         self.processes = processes
-        self._executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker)
+        self._executor = self._start()
         self._count_lock = threading.Lock()
         self._busy = 0                      # processes already given a piece of some batch
+        self.restarts = 0                   # executors replaced after a worker died
+
+    def _start(self) -> ProcessPoolExecutor:
+        import multiprocessing
+
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker)
+
+    def _restart(self, broken: ProcessPoolExecutor) -> None:
+        with self._count_lock:
+            if self._executor is broken:    # the first of the threads that saw it break replaces it
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._start()
+                self.restarts += 1
+
+    def _pieces(self, executor: ProcessPoolExecutor, rows, bounds, size: int) -> list:
+        futures = [executor.submit(load_rows, rows[a:b], size) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [f.result() for f in futures]
 
     @classmethod
     def get(cls, processes: int) -> "RowPool":
@@ -89,8 +108,12 @@ class RowPool:
         try:
             n = min(pieces, len(rows))
             bounds = np.linspace(0, len(rows), n + 1).round().astype(int)
-            futures = [self._executor.submit(load_rows, rows[a:b], size) for a, b in zip(bounds[:-1], bounds[1:])]
-            parts = [f.result() for f in futures]
+            executor = self._executor
+            try:
+                parts = self._pieces(executor, rows, bounds, size)
+            except BrokenProcessPool:       # a worker died: a fresh pool, the same batch once more
+                self._restart(executor)
+                parts = self._pieces(self._executor, rows, bounds, size)
         finally:
             with self._count_lock:
                 self._busy -= pieces
