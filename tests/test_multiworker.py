@@ -223,6 +223,38 @@ def test_two_workers_train_what_one_process_trains_on_the_same_global_batch(runs
     assert rel_l2(update_one, update_two) < UPDATE_REL_L2
 
 
+def test_worker_shards_reassemble_every_global_batch(runs):
+    """distributed_batches' dataset on each of 2 workers (1 replica each, as in the cluster above): worker w's
+    j-th element is its slice of global batch j, and the slices of the two workers together are that batch."""
+    from dermo.data.datasets import load_dataset
+    from dermo.pipeline.batches import LesionBatches
+    from dermo.pipeline.prepare import prepare, settings_for
+    from dermo.training.workers import distributed_batches
+
+    items, _ = prepare(load_dataset(runs["data"], "binary").train, settings_for(64), workers=1)
+    batches = LesionBatches(items, 2, 64, 8, training=True, seed=5, workers=1)
+
+    class Context:
+        def __init__(self, worker):
+            self.num_input_pipelines, self.input_pipeline_id = 2, worker
+
+    class TwoWorkers:
+        num_replicas_in_sync = 2
+
+        def distribute_datasets_from_function(self, fn):
+            return [list(fn(Context(w)).as_numpy_iterator()) for w in (0, 1)]
+
+    epochs = (1, 2)
+    per_worker = distributed_batches(TwoWorkers(), batches, epochs)
+    assert len(per_worker[0]) == len(per_worker[1]) == len(batches)
+    for j, ((x0, (y0, m0)), (x1, (y1, m1))) in enumerate(zip(*per_worker)):
+        x, (y, masks) = batches.batch(j, epochs[0])
+        assert len(x0) == len(x1) == 4
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x)
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+        np.testing.assert_array_equal(np.concatenate([m0, m1]), masks)
+
+
 @pytest.mark.slow
 def test_the_saved_model_loads_and_predicts_alike_under_jax(runs, tmp_path):
     """A model trained with synchronised BatchNorm is saved with plain BatchNorm, which every backend loads."""
