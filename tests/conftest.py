@@ -35,18 +35,20 @@ ACTIONABLE_LINES = [r"data: ", r"preprocessing \(cached", r"devices: tensorflow 
 NOISE = ("cuInit", "legacy", "retracing", "\r", "Traceback", "WARNING", "I0000", "E0000", "W0000", "oneDNN")
 
 
-
 def pytest_collection_modifyitems(config, items):
     """Modules with the most `slow` tests (end-to-end trainings) first, the rest in collection order: xdist
     (--dist loadscope --no-loadscope-reorder, pytest.ini) hands whole modules to the workers in this order, so the
     long ones start early instead of leaving one worker busy alone at the end (xdist's own order, by number of
     tests, put the few-test, minutes-long modules last: ~2.5 min of 22 with one worker idle)."""
-    module = lambda item: item.nodeid.split("::")[0]      # noqa: E731
-    slow = {}
-    for item in items:
-        slow[module(item)] = slow.get(module(item), 0) + (item.get_closest_marker("slow") is not None)
+    from collections import Counter
+
+    def module(item):
+        return item.nodeid.split("::")[0]
+
+    slow = Counter(module(item) for item in items if item.get_closest_marker("slow"))
     order = {item.nodeid: i for i, item in enumerate(items)}
     items.sort(key=lambda item: (-slow[module(item)], order[item.nodeid]))
+
 
 def assert_only_actionable_lines(text: str) -> list[str]:
     """Every line of a command's output matches ACTIONABLE_LINES and holds none of NOISE; returns the lines."""

@@ -181,14 +181,14 @@ def test_only_the_chief_writes_the_run_folder_and_the_other_cleans_up(runs):
 
 # Measured here (2 cores, 2026-12-06), 2 epochs of 4 steps, the second after the kill and --resume: the logged
 # training losses of the 2-worker run differ from the 1-process run's by ≤ 0.8 % (float32 reductions in another
-# order); the saved (best, here first) epoch's update w − w0 by 1.5 % (relative L2). Bounds: 12× and 6.6× that; a
+# order); the saved (best, here first) epoch's update w − w0 by 1.5 % (relative L2). Bounds: 12× and 10× that; a
 # worker training on the wrong rows changes each step's batch, a resume that lost the weights, the Adadelta
 # accumulators or the centres the second epoch's losses, by tens of percent. (The last epoch's weights are not
 # compared: 8 chaotic Adadelta(lr 1) steps take them 8.6 % apart, the same with or without the kill — the resumed
 # run's history and weights equal an uninterrupted 2-worker run's exactly. Validation numbers are not compared:
 # synchronised BatchNorm computes the variance as E[x²] − E[x]², whose float32 round-off moves the re-estimated
 # moving statistics by ~1 %.)
-UPDATE_REL_L2, LOSS_RTOL = 0.1, 0.1
+UPDATE_REL_L2, LOSS_RTOL = 0.15, 0.1
 TRAIN_LOSSES = ["loss", "cls_loss", "center_loss", "cskl_loss", "mask_loss"]
 
 
