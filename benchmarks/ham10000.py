@@ -108,8 +108,9 @@ def row_numbers(row: str, out: Path) -> dict | None:
     if not path.exists():
         return None
     m = json.loads(path.read_text())
-    seconds = (json.loads((folder / "timing.json").read_text()) if kind == "ml" else
-               json.loads((folder / "config.json").read_text())).get("wall_seconds")
+    # ml: the whole `dermo ml` run; cnn: training time over every process of a resumed run (config.json)
+    seconds = (json.loads((folder / "timing.json").read_text()).get("wall_seconds") if kind == "ml" else
+               json.loads((folder / "config.json").read_text()).get("train_seconds"))
     greyed = m.get("outside_greyed") or {}
     return {"row": row, "balanced_accuracy": m["balanced_accuracy"], "auc": m["auc"], "kappa": m["kappa"],
             "accuracy": m["accuracy"], "lesion_focus": m.get("lesion_focus"),
@@ -127,7 +128,7 @@ def table(out: Path) -> str:
     def cell(v, digits=3):
         return "–" if v is None or v != v else f"{v:.{digits}f}"
     lines = ["| row | balanced accuracy | macro AUC | κ | accuracy | lesion focus (expert masks) | outside greyed: "
-             "accuracy change / decisions unchanged | val images | time (min) |",
+             "accuracy change / decisions unchanged | val images | train time (min) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         greyed = ("–" if r["greyed_unchanged"] is None else

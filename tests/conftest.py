@@ -31,7 +31,8 @@ PIPELINE_SIZE = 32      # training size of the batches in test_prepare.py / test
 ACTIONABLE_LINES = [r"data: ", r"preprocessing \(cached", r"devices: tensorflow on CPU:0; XLA off$",
                     r"resuming \S+ after epoch \d+$", r"epoch \d+/\d+ · \d+ s · loss ",
                     r"restored the weights of the best epoch, ", r"stopped early after epoch ",
-                    r"done in \d+ s \(\d+ s of training\): best val accuracy", r"note: the model predicts "]
+                    r"done in \d+ s \(\d+ s of training( over all its processes)?\): best val accuracy",
+                    r"note: the model predicts "]
 NOISE = ("cuInit", "legacy", "retracing", "\r", "Traceback", "WARNING", "I0000", "E0000", "W0000", "oneDNN")
 
 

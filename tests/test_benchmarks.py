@@ -51,7 +51,7 @@ def test_ham10000_manifests_and_table_from_a_tiny_layout(tmp_path):
     assert binary["lesion_id"].tolist() == ["L1", "L1", "L2", "L3"]
     row = out / "binary-deck"
     (row / "eval-expert").mkdir(parents=True)
-    (row / "config.json").write_text(json.dumps({"wall_seconds": 600.0}))
+    (row / "config.json").write_text(json.dumps({"wall_seconds": 300.0, "train_seconds": 600.0}))  # resumed
     (row / "eval-expert" / "metrics.json").write_text(json.dumps(
         {"balanced_accuracy": 0.8, "auc": 0.9, "kappa": 0.6, "accuracy": 0.85, "lesion_focus": 0.72, "n": 2003,
          "outside_greyed": {"accuracy_change": -0.05, "unchanged": 0.9}}))

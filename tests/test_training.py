@@ -106,7 +106,6 @@ def test_val_predictions_do_not_collapse_to_one_class(run_a, val_arrays):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
     """SIGKILL a training subprocess after its first epoch's checkpoint, --resume it (`python -m dermo train`): the
     finished run has every planned epoch and the same history as the uninterrupted run with the same seed
@@ -121,6 +120,7 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
         kill_after_first_epoch([proc], out)
     assert not (out / "model.keras").exists()
     assert_only_actionable_lines((tmp_path / "first.log").read_text())
+    first_seconds = json.loads((out / runs.BACKUP_DIR / "state.json").read_text())["train_seconds"]
     resumed = subprocess.run([sys.executable, "-m", "dermo", "train", "--resume", "--out", str(out)], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -135,6 +135,14 @@ def test_killed_run_resumes_to_the_same_history(run_a, data64, tmp_path):
     assert lines[-1].startswith("done in ") and f"resuming {out} after epoch 1" in lines
     assert (out / runs.BEST_WEIGHTS).exists() and (out / runs.CONFIG).exists()
     np.testing.assert_array_equal(b["learning_rate"].iloc[0], 1.0)
+    # the training time counts both processes: the killed one's (its state.json after epoch 1) plus the resumed
+    # epochs (by the resumed process's own log lines "epoch k/N · S s", each rounded to 1 s)
+    resumed_s = [float(line.split(" · ")[1].removesuffix(" s")) for line in lines if line.startswith("epoch ")]
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert len(resumed_s) == EPOCHS - 1 and first_seconds > 0
+    assert first_seconds + sum(resumed_s) - len(resumed_s) <= config["train_seconds"]
+    assert config["train_seconds"] <= first_seconds + config["wall_seconds"]
+    assert "s of training over all its processes)" in lines[-1]
 
 
 @pytest.mark.slow

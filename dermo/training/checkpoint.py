@@ -2,7 +2,8 @@
 
     runs/NAME/backup/epoch-0007.weights.h5   model + optimizer variables (centres and LR included)
     runs/NAME/backup/state.json              {"epoch": 7, "weights": "epoch-0007.weights.h5",
-                                              "best": 0.83, "callbacks": {...}, "rng": [...]}
+                                              "best": 0.83, "callbacks": {...}, "rng": [...],
+                                              "train_seconds": 412.5}   (over every process of the run)
     runs/NAME/best.weights.h5                best val_accuracy so far
 
 Each file is written to a temporary name and renamed, and state.json is replaced only after the weights it
@@ -11,6 +12,7 @@ and keeps no early-stopping/LR-schedule state, hence this callback.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import keras
@@ -62,8 +64,15 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.best_path = self.run_dir / best_name
         self.resume_state = resume_state or {}
         self.best = self.resume_state.get("best")
+        self.earlier_seconds = float(self.resume_state.get("train_seconds", 0.0))   # the processes before this one
+
+    def train_seconds(self) -> float:
+        """Training time of the whole run so far: every earlier process's (up to its last saved epoch) and this
+        one's since fit began."""
+        return self.earlier_seconds + time.perf_counter() - self.start
 
     def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
         # after EarlyStopping/ReduceLROnPlateau reset themselves in their own on_train_begin
         for cb in self.watched:
             for name, value in self.resume_state.get("callbacks", {}).get(type(cb).__name__, {}).items():
@@ -83,7 +92,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         state = {"epoch": epoch + 1, "weights": weights.name, "best": self.best,
                  "callbacks": {type(cb).__name__: {f: _plain(getattr(cb, f, None)) for f in _fields(cb)}
                                for cb in self.watched},
-                 "rng": [[v.path, np.asarray(v).tolist()] for v in rng_variables(self.model)]}
+                 "rng": [[v.path, np.asarray(v).tolist()] for v in rng_variables(self.model)],
+                 "train_seconds": round(self.train_seconds(), 1)}
         write_json(self.backup_dir / STATE, state)
         for old in self.backup_dir.glob("epoch-*.weights.h5"):
             if old.name != weights.name:

@@ -40,7 +40,8 @@ def val_note(validation, classes: list[str]) -> str | None:
 
 def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, seconds: dict, log,
                class_weights=None, runtime: dict | None = None, validation=None) -> None:
-    """Save the model files, curves.png and config.json; `seconds`: {"train": fit, "wall": the whole run}.
+    """Save the model files, curves.png and config.json; `seconds`: {"train": fit (over every process of a
+    resumed run), "wall": this process, "resumed": bool}.
     backup/ (the last epoch's full state) stays, so `--resume --epochs N` can train the run for longer."""
     from dermo.evaluation.plots import plot_history  # matplotlib only when a run finishes
 
@@ -64,7 +65,8 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     if note:
         log(note)
     best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")
-    log(f"done in {seconds['wall']:.0f} s ({seconds['train']:.0f} s of training): best "
+    trained = f"{seconds['train']:.0f} s of training" + (" over all its processes" if seconds.get("resumed") else "")
+    log(f"done in {seconds['wall']:.0f} s ({trained}): best "
         f"{cfg.monitor.replace('_', ' ')} {best:.3f}. Run folder: {run_dir}/ (curves.png, history.csv, "
         f"model.keras). Evaluate: dermo evaluate --run {run_dir}")
 

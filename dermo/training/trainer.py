@@ -168,7 +168,6 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
         log(f"resuming {cfg.run_dir} after epoch {initial_epoch}")
     callbacks = make_callbacks(cfg, run_dir, val_batches, plain_batches, ds.num_classes, state, len(train_batches),
                                log)
-    start = time.time()
     # shuffle=False: LesionBatches shuffles itself from (seed, epoch); Keras' own batch shuffling uses
     # Python's global `random`, which a resumed process cannot replay
     fit_data, val_data, steps = train_batches, val_batches, None
@@ -190,7 +189,9 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
                 f"({cfg.monitor} {best[cfg.monitor]:.4f})")
     runtime = {"backend": keras.backend.backend(), "devices": devices, "jit_compile_used": jit,
                "replicas": strategy.num_replicas_in_sync, "precision": keras.mixed_precision.global_policy().name}
-    seconds = {"train": time.time() - start, "wall": time.time() - started}
+    checkpoint = next(cb for cb in callbacks if isinstance(cb, RunCheckpoint))
+    # train: the whole run's fit time, every earlier process of a resumed run included; wall: this process
+    seconds = {"train": checkpoint.train_seconds(), "wall": time.time() - started, "resumed": state is not None}
     validation = next(cb for cb in callbacks if isinstance(cb, ValidationMetrics))
     finish_run(cfg, run_dir, model, ds, seconds, log, class_weights, runtime, validation)
     return model
