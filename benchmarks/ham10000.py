@@ -134,7 +134,7 @@ def table(out: Path) -> str:
         greyed = ("–" if r["greyed_unchanged"] is None else
                   f"{r['greyed_accuracy_change']:+.3f} / {r['greyed_unchanged']:.2f}")
         lines.append(f"| {r['row']} | {cell(r['balanced_accuracy'])} | {cell(r['auc'])} | {cell(r['kappa'])} | "
-                     f"{cell(r['accuracy'])} | {cell(r['lesion_focus'], 2)} | {greyed} | {r['n']} | "
+                     f"{cell(r['accuracy'])} | {cell(r['lesion_focus'])} | {greyed} | {r['n']} | "
                      f"{cell(r['minutes'], 0)} |")
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)

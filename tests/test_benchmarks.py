@@ -56,5 +56,5 @@ def test_ham10000_manifests_and_table_from_a_tiny_layout(tmp_path):
         {"balanced_accuracy": 0.8, "auc": 0.9, "kappa": 0.6, "accuracy": 0.85, "lesion_focus": 0.72, "n": 2003,
          "outside_greyed": {"accuracy_change": -0.05, "unchanged": 0.9}}))
     text = ham10000.table(out)
-    assert "| binary-deck | 0.800 | 0.900 | 0.600 | 0.850 | 0.72 | -0.050 / 0.90 | 2003 | 10 |" in text
+    assert "| binary-deck | 0.800 | 0.900 | 0.600 | 0.850 | 0.720 | -0.050 / 0.90 | 2003 | 10 |" in text
     assert (out / "results.csv").exists() and text.count("\n") == 3          # header, rule, the one finished row
