@@ -58,3 +58,31 @@ def test_ham10000_manifests_and_table_from_a_tiny_layout(tmp_path):
     text = ham10000.table(out)
     assert "| binary-deck | 0.800 | 0.900 | 0.600 | 0.850 | 0.720 | -0.050 / 0.90 | 2003 | 10 |" in text
     assert (out / "results.csv").exists() and text.count("\n") == 3          # header, rule, the one finished row
+
+
+def test_shortcut_variants_table_and_options(tmp_path):
+    # the variant table from hand-made replicates.csv files: mean ± sample sd over the seeds (numpy by hand:
+    # clean 0.6, 0.7 -> 0.650 ± 0.071; gaps −0.4, −0.4), a failed run left out, variants in the runner's order
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import shortcut_variants as sv
+
+    header = "config,seed,clean_accuracy,flipped_accuracy,clean_lesion_focus,error\n"
+    (tmp_path / "rim").mkdir()
+    (tmp_path / "rim" / "replicates.csv").write_text(
+        header + "baseline,0,0.6,0.2,0.2,\nbaseline,1,0.7,0.3,0.3,\nbaseline,2,0.9,0.9,0.9,NaN loss\n")
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "replicates.csv").write_text(header + "+stride16,0,0.75,0.5,0.8,\n")
+    lines = sv.table(tmp_path).splitlines()
+    assert lines[2] == "| default | sticker,ruler,ink; free; ×1; natural | +stride16 | 0 | 0.750 | 0.500 | -0.250 | 0.800 |"
+    assert lines[3] == ("| rim | sticker,ruler,ink; rim; ×1; natural | baseline | 0, 1 | 0.650 ± 0.071 | "
+                        "0.250 ± 0.071 | -0.400 ± 0.000 | 0.250 ± 0.071 |")
+    assert len(lines) == 4 and (tmp_path / "variants.md").exists()
+    # every variant is a style the generator accepts; options beyond the runner's own go to dermo ablation
+    assert {v: sv.style_of(v).place for v in ("rim", "beside", "beside-brown")} == {
+        "rim": "rim", "beside": "beside", "beside-brown": "beside"}
+    assert sv.style_of("large").scale == 2.0 and sv.style_of("grey").colour == "grey"
+    argv = sv.ablation_argv("rim", tmp_path / "d", sv.argparse.Namespace(
+        image_size=128, epochs=12, configs="baseline", seeds="0,1,2", out=tmp_path,
+        extra=["--monitor", "val_counterfactual_accuracy"]))
+    assert argv[argv.index("--data") + 1] == str(tmp_path / "d" / "biased")
+    assert argv[-4:] == ["--monitor", "val_counterfactual_accuracy", "--out", str(tmp_path / "rim")]
