@@ -21,8 +21,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -67,17 +65,11 @@ def ablation_argv(variant: str, data: Path, args) -> list[str]:
             *args.extra, "--out", str(args.out / variant)]
 
 
-def _mean_sd(values) -> str:
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if not v.size:
-        return "–"
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if v.size > 1 else f"{v[0]:.3f}"
-
-
 def table(out: Path) -> str:
     """OUT/variants.md and .csv: one row per variant × configuration from OUT/<variant>/replicates.csv."""
     import pandas as pd
+
+    from dermo.experiments.replicates import mean_sd
 
     parts = [pd.read_csv(out / v / "replicates.csv").assign(variant=v) for v in VARIANTS
              if (out / v / "replicates.csv").exists()]
@@ -91,9 +83,9 @@ def table(out: Path) -> str:
     for (variant, config), part in frame.groupby(["variant", "config"], sort=False):
         s = style_of(variant)
         lines.append(f"| {variant} | {','.join(s.kinds)}; {s.place}; ×{s.scale:g}; {s.colour} | {config} | "
-                     f"{', '.join(str(x) for x in part['seed'])} | {_mean_sd(part['clean_accuracy'])} | "
-                     f"{_mean_sd(part['flipped_accuracy'])} | {_mean_sd(part['gap'])} | "
-                     f"{_mean_sd(part['clean_lesion_focus'])} |")
+                     f"{', '.join(str(x) for x in part['seed'])} | {mean_sd(part['clean_accuracy'])} | "
+                     f"{mean_sd(part['flipped_accuracy'])} | {mean_sd(part['gap'])} | "
+                     f"{mean_sd(part['clean_lesion_focus'])} |")
     text = "\n".join(lines) + "\n"
     (out / "variants.md").write_text(text)
     return text

@@ -102,7 +102,8 @@ def replicate(base: TrainConfig, names: list[str], seeds: list[int], tests: dict
     return pd.DataFrame(rows)
 
 
-def _mean_sd(values) -> str:
+def mean_sd(values) -> str:
+    """'mean ± sample sd' of the finite values (one value as is; none: n/a)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if not v.size:
@@ -127,8 +128,8 @@ def summary_markdown(table: pd.DataFrame, base: TrainConfig, tests: list[str]) -
         rrr = part["lambda_rrr"].iloc[0] if "lambda_rrr" in part else 0.0     # tables written before RRR
         rows.append([name, cell(lam, 2), form, str(part["cam_stride"].iloc[0]), cell(rrr, 4),
                      ", ".join(str(s) for s in ok["seed"]),
-                     *(_mean_sd(ok[f"{s}_{k}"]) for s in splits for k in SUMMARY_METRICS),
-                     *([_mean_sd(ok["gap"])] if gap else [])])
+                     *(mean_sd(ok[f"{s}_{k}"]) for s in splits for k in SUMMARY_METRICS),
+                     *([mean_sd(ok["gap"])] if gap else [])])
     setting = (f"data `{base.data}`, task {base.task}, backbone {base.backbone}, {base.image_size} px, at most "
                f"{base.epochs} epoch(s), batch {base.batch_size}, weights {base.weights}")
     failed = [f"- `{r.config}` seed {r.seed} failed: {r.error}" for r in table.itertuples() if r.error]
