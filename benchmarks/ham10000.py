@@ -41,6 +41,7 @@ ROWS = {
     "binary-deck-generated": ("binary-generated.csv", "cnn", GROUPED + DECK),
     "binary-deck-outside16": ("binary.csv", "cnn", GROUPED + DECK + ["--lambda-outside", "1", "--cam-stride", "16"]),
     "binary-deck-meta": ("binary.csv", "cnn", GROUPED + DECK + ["--meta-columns", "age_approx,sex,localization"]),
+    "binary-ml-meta": ("binary.csv", "ml", GROUPED + ["--meta-columns", "age_approx,sex,localization"]),
     "binary-ml-per-image": ("binary.csv", "ml", []),
     "binary-ce-per-image": ("binary.csv", "cnn", CE_ONLY),
     "dx7-ml": ("dx7.csv", "ml", GROUPED),

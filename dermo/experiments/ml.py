@@ -1,9 +1,11 @@
 """Classical-ML baseline: hand-crafted lesion features + scikit-learn classifiers.
 
-    dermo ml --task binary|multiclass|auto --data DIR|CSV [--label-column C] [--group-column C] [--out DIR]
+    dermo ml --task binary|multiclass|auto --data DIR|CSV [--label-column C] [--group-column C]
+             [--meta-columns C1,C2] [--out DIR]
 
 Images go through the same cached preprocessing as the CNNs (dermo.pipeline.prepare), then
-dermo.experiments.features turns each image and its lesion mask into named numbers. On the training split a
+dermo.experiments.features turns each image and its lesion mask into named numbers (with --meta-columns, the
+patient metadata is appended, encoded as dermo train encodes it: fitted on the training split). On the training split a
 cross-validated grid search (balanced accuracy) picks the best of StandardScaler + {SVM, random
 forest, histogram gradient boosting}; the winner, refitted on the whole training split, predicts the
 validation split. The output folder (default runs/ml-<task>-<timestamp>/) holds what dermo evaluate
@@ -30,10 +32,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from dermo.data.datasets import DataError, load_dataset
+from dermo.data.metadata import fit_encoding
 from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.features import FEATURE_NAMES, WORK_SIZE, extract_features
 from dermo.preprocessing.color import REGIONS
+from dermo.run.config import meta_column_list
 
 PROG = "dermo ml"
 
@@ -131,11 +135,24 @@ def predict_probs(model, X: np.ndarray, num_classes: int) -> np.ndarray:
     return probs
 
 
-def features_frame(items, X: np.ndarray, splits: list[str], classes: list[str]) -> pd.DataFrame:
-    """One row per image: path (source image), split, label (class name), then FEATURE_NAMES."""
+def features_frame(items, X: np.ndarray, splits: list[str], classes: list[str],
+                   names: list[str] | None = None) -> pd.DataFrame:
+    """One row per image: path (source image), split, label (class name), then the feature columns `names`
+    (default FEATURE_NAMES)."""
     head = pd.DataFrame({"path": [it.source for it in items], "split": splits,
                          "label": ["" if it.label is None else classes[it.label] for it in items]})
-    return pd.concat([head, pd.DataFrame(X, columns=list(FEATURE_NAMES))], axis=1)
+    return pd.concat([head, pd.DataFrame(X, columns=list(names or FEATURE_NAMES))], axis=1)
+
+
+def with_metadata(X: np.ndarray, train: list, val: list, columns: list[str], source="data"):
+    """Image features of train + val (N, F) -> (N, F + W) with the metadata `columns` appended, encoded as dermo
+    train --meta-columns encodes them (dermo.data.metadata, fitted on the training items only). Returns
+    (X, feature names, the encoding's dict for model.joblib); unchanged (X, FEATURE_NAMES, None) without columns."""
+    if not columns:
+        return X, list(FEATURE_NAMES), None
+    enc = fit_encoding(columns, [dict(it.meta or ()) for it in train], source=source)
+    meta = enc.encode([dict(it.meta or ()) for it in train + val])                  # (N, W)
+    return np.hstack([X, meta]), list(FEATURE_NAMES) + [f"meta:{n}" for n in enc.feature_names()], enc.to_dict()
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -148,6 +165,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                                            "dermo train --group-column (default: none, a per-image split)")
     ap.add_argument("--val-fraction", type=float, default=0.2,
                     help="validation share when the data has no split of its own (as dermo train)")
+    ap.add_argument("--meta-columns",
+                    help="comma-separated CSV columns of patient metadata (e.g. age_approx,sex,localization) "
+                         "appended to the image features, encoded as dermo train --meta-columns (default: none)")
     ap.add_argument("--out", help="output folder (default: runs/ml-<task>-<timestamp>)")
     ap.add_argument("--seed", type=int, default=0, help="split / CV / model seed")
     ap.add_argument("--cv", type=int, default=5, help="cross-validation folds of the model search")
@@ -185,8 +205,12 @@ def run(args) -> int:
 
     if args.cv < 2:
         raise DataError(f"--cv {args.cv}: use at least 2 folds")
+    meta_columns = meta_column_list(args.meta_columns)
+    if args.meta_columns is not None and (not meta_columns or len(set(meta_columns)) != len(meta_columns)):
+        raise DataError(f"--meta-columns {args.meta_columns!r}: give distinct CSV column names separated by "
+                        "commas, e.g. age_approx,sex")
     ds = load_dataset(args.data, args.task, args.label_column, seed=args.seed, val_fraction=args.val_fraction,
-                      on_bad=args.on_bad_image, group_column=args.group_column)
+                      on_bad=args.on_bad_image, group_column=args.group_column, meta_columns=meta_columns)
     for line in ds.skipped:
         print(f"{PROG}: skipped {line}", file=sys.stderr)
     if not ds.val:
@@ -199,6 +223,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     X = extract_features(train + val, workers=args.workers)                      # (N, F)
     t_features = time.perf_counter() - t0
+    X, names, meta_encoding = with_metadata(X, train, val, meta_columns, source=args.data)
     X_train, X_val = X[:len(train)], X[len(train):]
     y_train = np.array([it.label for it in train])
     y_val = np.array([it.label for it in val])
@@ -206,8 +231,8 @@ def run(args) -> int:
     if missing:
         raise DataError(f"{args.data}: no training images of class(es) {', '.join(missing)}")
     out.mkdir(parents=True, exist_ok=True)
-    features_frame(train + val, X, ["train"] * len(train) + ["val"] * len(val), ds.classes).to_csv(
-        out / "features.csv", index=False)
+    features_frame(train + val, X, ["train"] * len(train) + ["val"] * len(val), ds.classes,
+                   names).to_csv(out / "features.csv", index=False)
 
     print(f"grid search on {len(train)} training images, {X.shape[1]} features ...", file=sys.stderr)
     t0 = time.perf_counter()
@@ -219,12 +244,13 @@ def run(args) -> int:
                 **{k: c[k] for k in ("mean_score", "std_score", "rank", "mean_fit_time")}}
                for c in summary["candidates"]]
     pd.DataFrame(cv_rows).sort_values("rank").to_csv(out / "cv_results.csv", index=False)
-    joblib.dump({"model": model, "classes": ds.classes, "feature_names": list(FEATURE_NAMES),
-                 "feature_size": WORK_SIZE, "preprocess": asdict(settings)}, out / "model.joblib")
+    joblib.dump({"model": model, "classes": ds.classes, "feature_names": names,
+                 "meta_encoding": meta_encoding, "feature_size": WORK_SIZE, "preprocess": asdict(settings)}, out / "model.joblib")
 
     probs = predict_probs(model, X_val, len(ds.classes))
     extra = {"method": "classical-ml", "model": summary["model"], "cv_score": summary["cv_score"],
              "cv_folds": summary["cv_folds"], "n_train": len(train), "n_features": int(X.shape[1]),
+             "meta_columns": meta_columns,
              "split": "val", "data": str(args.data), "task": args.task, "mask_source": mask_source(ds.val),
              "seconds": {"features": round(t_features, 2), "grid_search": round(t_search, 2)}}
     _, report = write_labelled(out, [it.source for it in val], y_val, probs, ds.classes, extra=extra)
