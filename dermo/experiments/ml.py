@@ -37,7 +37,7 @@ from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.features import FEATURE_NAMES, WORK_SIZE, extract_features
 from dermo.preprocessing.color import REGIONS
-from dermo.run.config import meta_column_list
+from dermo.run.config import checked_meta_columns
 
 PROG = "dermo ml"
 
@@ -205,10 +205,7 @@ def run(args) -> int:
 
     if args.cv < 2:
         raise DataError(f"--cv {args.cv}: use at least 2 folds")
-    meta_columns = meta_column_list(args.meta_columns)
-    if args.meta_columns is not None and (not meta_columns or len(set(meta_columns)) != len(meta_columns)):
-        raise DataError(f"--meta-columns {args.meta_columns!r}: give distinct CSV column names separated by "
-                        "commas, e.g. age_approx,sex")
+    meta_columns = checked_meta_columns(args.meta_columns)
     ds = load_dataset(args.data, args.task, args.label_column, seed=args.seed, val_fraction=args.val_fraction,
                       on_bad=args.on_bad_image, group_column=args.group_column, meta_columns=meta_columns)
     for line in ds.skipped:

@@ -239,10 +239,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         from dermo.data.datasets import group_column_needs_csv
 
         raise group_column_needs_csv(cfg.group_column, cfg.data)
-    names = meta_column_list(cfg.meta_columns)
-    if cfg.meta_columns is not None and (not names or len(set(names)) != len(names)):
-        raise ConfigError(f"--meta-columns {cfg.meta_columns!r}: give distinct CSV column names separated by "
-                          "commas, e.g. age_approx,sex")
+    names = checked_meta_columns(cfg.meta_columns)
     if names and cfg.strategy == "multiworker":
         raise ConfigError(f"--meta-columns {cfg.meta_columns}: metadata models train on one machine (--strategy "
                           "auto or mirrored); the multi-worker input pipeline feeds images only")
@@ -256,6 +253,15 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 def meta_column_list(text: str | None) -> list[str]:
     """--meta-columns "age_approx, sex" -> ["age_approx", "sex"] ([] when not given)."""
     return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
+def checked_meta_columns(text: str | None) -> list[str]:
+    """meta_column_list, refusing a given --meta-columns with no names or a name twice (ConfigError, one line)."""
+    names = meta_column_list(text)
+    if text is not None and (not names or len(set(names)) != len(names)):
+        raise ConfigError(f"--meta-columns {text!r}: give distinct CSV column names separated by commas, e.g. "
+                          "age_approx,sex")
+    return names
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
