@@ -5,8 +5,8 @@
 
 Images go through the same cached preprocessing as the CNNs (dermo.pipeline.prepare), then
 dermo.experiments.features turns each image and its lesion mask into named numbers (with --meta-columns, the
-patient metadata is appended, encoded as dermo train encodes it: fitted on the training split). On the training split a
-cross-validated grid search (balanced accuracy) picks the best of StandardScaler + {SVM, random
+patient metadata is appended, encoded as dermo train encodes it: fitted on the training split). On the training
+split a cross-validated grid search (balanced accuracy) picks the best of StandardScaler + {SVM, random
 forest, histogram gradient boosting}; the winner, refitted on the whole training split, predicts the
 validation split. The output folder (default runs/ml-<task>-<timestamp>/) holds what dermo evaluate
 writes — metrics.json (+ "model", "cv_score"), predictions.csv, report.txt, confusion_matrix.png,
@@ -241,8 +241,8 @@ def run(args) -> int:
                 **{k: c[k] for k in ("mean_score", "std_score", "rank", "mean_fit_time")}}
                for c in summary["candidates"]]
     pd.DataFrame(cv_rows).sort_values("rank").to_csv(out / "cv_results.csv", index=False)
-    joblib.dump({"model": model, "classes": ds.classes, "feature_names": names,
-                 "meta_encoding": meta_encoding, "feature_size": WORK_SIZE, "preprocess": asdict(settings)}, out / "model.joblib")
+    joblib.dump({"model": model, "classes": ds.classes, "feature_names": names, "meta_encoding": meta_encoding,
+                 "feature_size": WORK_SIZE, "preprocess": asdict(settings)}, out / "model.joblib")
 
     probs = predict_probs(model, X_val, len(ds.classes))
     extra = {"method": "classical-ml", "model": summary["model"], "cv_score": summary["cv_score"],
