@@ -24,7 +24,8 @@ HISTORY_COLUMNS = ["epoch", "accuracy", "center_loss", "cls_loss", "cskl_loss", 
                    "outside_loss", "rrr_loss",
                    "val_accuracy", "val_auc", "val_balanced_accuracy", "val_center_loss", "val_cls_loss",
                    "val_counterfactual_accuracy",
-                   "val_cskl_loss", "val_kappa", "val_loss", "val_mask_loss", "val_outside_loss", "val_rrr_loss"]
+                   "val_cskl_loss", "val_kappa", "val_loss", "val_mask_loss", "val_outside_loss", "val_rrr_loss",
+                   "val_worst_accuracy"]
 PIPELINE_SIZE = 32      # training size of the batches in test_prepare.py / test_batches.py
 # what a training command may print: each line says something the user can act on or needs to read (issue 20);
 # NOISE: what it must never print (CUDA probe errors, Keras' HDF5 advice, retracing warnings, raw progress bars)

@@ -80,3 +80,27 @@ def test_val_counterfactual_accuracy_is_the_accuracy_on_the_swapped_images():
     assert logs["val_counterfactual_accuracy"] == pytest.approx(0.5)
     labels, probs = callback.predict()
     assert probs.argmax(1).tolist() == [0, 0] and labels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("sign, accuracy, counterfactual", [(1, 1.0, 0.5), (-1, 0.0, 0.5)])
+def test_val_worst_accuracy_is_the_lower_of_plain_and_counterfactual_accuracy(sign, accuracy, counterfactual):
+    # originals 10 (label 0), 60 (label 1); swapped (hand, as above): x̂_0 = [[10, 60], [60, 127.5]] (mean 64.4),
+    # x̂_1 = [[127.5, 10], [10, 60]] (mean 51.9). sign 1: class 1 when the mean exceeds 40 -> originals 0, 1 (both
+    # right), swapped 1, 1 (one right). sign -1: class 1 below 40 -> originals 1, 0 (both wrong), swapped 0, 0 (one
+    # right): the net reads its input the wrong way round and still scores 1/2 on the swapped images alone
+    inputs = keras.Input((2, 2, 3))
+    dense = keras.layers.Dense(2, activation="softmax", name=PROBS_LAYER)
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([sign * np.array([[-1, 1]] * 3, np.float32) / 3, sign * np.array([40, -40], np.float32)])
+    callback = ValidationMetrics([batch([10, 60], [M0, M1], [0, 1])], 2)
+    callback.set_model(model)
+    logs = {"val_loss": 1.0}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_counterfactual_accuracy"] == pytest.approx(counterfactual)
+    assert logs["val_worst_accuracy"] == pytest.approx(min(accuracy, counterfactual))
+    x, (y, m) = batch([10, 20], [M0, M1], [0, 0])                  # one class: no donor of another, NaN
+    callback = ValidationMetrics([(x, (y, m))], 2)
+    callback.set_model(model)
+    logs = {"val_loss": 1.0}
+    callback.on_epoch_end(0, logs)
+    assert np.isnan(logs["val_counterfactual_accuracy"]) and np.isnan(logs["val_worst_accuracy"])

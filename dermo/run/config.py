@@ -18,7 +18,8 @@ RECOMMENDED_LAMBDA_RRR = 1e-3             # λ_rrr of the ablation row `rrr`: λ
                                           # (B0 from scratch, 128 px shortcut images; Ross et al.'s rule, method.md §5)
 JIT_CHOICES = ("auto", "on", "off")
 COLOR_REGIONS = ("fov", "skin")           # = dermo.preprocessing.color.REGIONS (tests/test_lesion.py checks)
-MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy")
+MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy",
+            "val_worst_accuracy")
 
 
 class ConfigError(DermoError, ValueError):

@@ -66,7 +66,9 @@ class ValidationMetrics(keras.callbacks.Callback):
     """After each validation, the numbers of the WHOLE validation set (not per-batch means) added to the
     epoch's logs: val_balanced_accuracy, val_kappa, val_auc (NaN where undefined) and
     val_counterfactual_accuracy: the accuracy on the val images with each lesion put on the surroundings of an
-    image of another class (dermo.pipeline.counterfactual; NaN with one class). Must come before the callbacks
+    image of another class (dermo.pipeline.counterfactual; NaN with one class) and val_worst_accuracy, the lower
+    of that and the plain accuracy (a net that reads the surroundings the wrong way round scores high on the
+    swapped images alone; docs/method.md §11). Must come before the callbacks
     that read them (CSVLogger, EarlyStopping, RunCheckpoint): Keras hands every callback the same logs dict. Two
     extra forward passes of the validation images through the probability head (as they are, swapped)."""
 
@@ -114,14 +116,16 @@ class ValidationMetrics(keras.callbacks.Callback):
         m = classification_metrics(labels, probs, list(range(self.num_classes)))
         for key in self.KEYS:
             logs[f"val_{key}"] = float("nan") if m[key] is None else float(m[key])
-        logs["val_counterfactual_accuracy"] = (float(np.mean(swapped[valid].argmax(1) == labels[valid]))
-                                               if valid.any() else float("nan"))
+        counterfactual = (float(np.mean(swapped[valid].argmax(1) == labels[valid])) if valid.any()
+                          else float("nan"))
+        logs["val_counterfactual_accuracy"] = counterfactual
+        logs["val_worst_accuracy"] = float(np.minimum(np.mean(probs.argmax(1) == labels), counterfactual))  # NaN: NaN
 
 
 SHORT = {"cls_loss": "cls", "center_loss": "centre", "cskl_loss": "cskl", "mask_loss": "mask",
          "outside_loss": "outside", "rrr_loss": "rrr", "seg_loss": "seg"}
 VAL_SHORT = {"val_accuracy": "acc", "val_balanced_accuracy": "bal.acc", "val_kappa": "κ", "val_auc": "AUC",
-             "val_counterfactual_accuracy": "cf.acc"}
+             "val_counterfactual_accuracy": "cf.acc", "val_worst_accuracy": "worst"}
 
 
 class EpochLog(keras.callbacks.Callback):

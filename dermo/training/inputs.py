@@ -42,7 +42,8 @@ def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list,
     return ds, train_items, val_items
 
 
-EVERY_CLASS_MONITORS = ("val_auc", "val_balanced_accuracy", "val_counterfactual_accuracy")  # need every class
+EVERY_CLASS_MONITORS = ("val_auc", "val_balanced_accuracy", "val_counterfactual_accuracy",  # need every class
+                        "val_worst_accuracy")
 
 
 def check_classes_present(cfg: TrainConfig, ds: Dataset, log=print) -> None:
