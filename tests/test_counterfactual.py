@@ -18,6 +18,15 @@ def batch(values, masks, labels, k=2):
     return x, (np.eye(k, dtype=np.float32)[labels], np.stack(masks))
 
 
+def threshold_model(sign=1):
+    """Probabilities of 2x2 images: class 1 when the mean pixel exceeds 40 (sign 1) or stays below it (sign -1)."""
+    inputs = keras.Input((2, 2, 3))
+    dense = keras.layers.Dense(2, activation="softmax", name=PROBS_LAYER)
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([sign * np.array([[-1, 1]] * 3, np.float32) / 3, sign * np.array([40, -40], np.float32)])
+    return model
+
+
 def test_each_lesion_goes_onto_the_other_class_surroundings_by_hand():
     # donors: image 0 (class 0, all 10) -> outside [[127.5, 10], [10, 10]]; image 1 (class 1, all 20) ->
     # [[20, 20], [20, 127.5]]. x̂_0 = its lesion (10) on class 1's outside; x̂_1 = its lesion (20) on class 0's
@@ -68,11 +77,7 @@ def test_val_counterfactual_accuracy_is_the_accuracy_on_the_swapped_images():
     # a model that says class 1 when the mean pixel exceeds 40: originals 10, 20 -> class 0, 0 (accuracy 1/2);
     # swapped means (10 + 20 + 20 + 127.5) / 4 = 44.4 -> 1 (label 0: wrong), (127.5 + 10 + 10 + 20) / 4 = 41.9 -> 1
     # (label 1: right): counterfactual accuracy 1/2
-    inputs = keras.Input((2, 2, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = keras.layers.Dense(2, activation="softmax", name=PROBS_LAYER)
-    model = keras.Model(inputs, dense(pooled))
-    dense.set_weights([np.array([[-1, 1]] * 3, np.float32) / 3, np.array([40, -40], np.float32)])
+    model = threshold_model()
     callback = ValidationMetrics([batch([10, 20], [M0, M1], [0, 1])], 2)
     callback.set_model(model)
     logs = {"val_loss": 1.0}
@@ -88,10 +93,7 @@ def test_val_worst_accuracy_is_the_lower_of_plain_and_counterfactual_accuracy(si
     # x̂_1 = [[127.5, 10], [10, 60]] (mean 51.9). sign 1: class 1 when the mean exceeds 40 -> originals 0, 1 (both
     # right), swapped 1, 1 (one right). sign -1: class 1 below 40 -> originals 1, 0 (both wrong), swapped 0, 0 (one
     # right): the net reads its input the wrong way round and still scores 1/2 on the swapped images alone
-    inputs = keras.Input((2, 2, 3))
-    dense = keras.layers.Dense(2, activation="softmax", name=PROBS_LAYER)
-    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
-    dense.set_weights([sign * np.array([[-1, 1]] * 3, np.float32) / 3, sign * np.array([40, -40], np.float32)])
+    model = threshold_model(sign)
     callback = ValidationMetrics([batch([10, 60], [M0, M1], [0, 1])], 2)
     callback.set_model(model)
     logs = {"val_loss": 1.0}
