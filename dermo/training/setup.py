@@ -13,7 +13,7 @@ from dermo.model.cam_model import CAMModel, LossConfig
 from dermo.model.names import GAP_LAYER
 from dermo.model.network import build_graph, set_bn_momentum
 from dermo.pipeline.batches import LesionBatches
-from dermo.run.config import TrainConfig
+from dermo.run.config import TrainConfig, learning_rate
 from dermo.training.devices import gpu_driver_present
 
 SCRATCH_BN_MOMENTUM = 0.9
@@ -82,9 +82,37 @@ def build_model(cfg: TrainConfig, num_classes: int, class_weights=None, meta_wid
     return model
 
 
-def compile_model(model: CAMModel, cfg: TrainConfig, jit_compile: bool | str = "auto") -> None:
-    """Adadelta; loss scaling for float16 only (TF's mixed_float16; JAX's mixed_bfloat16 needs none)."""
-    optimizer = keras.optimizers.Adadelta(learning_rate=cfg.learning_rate, rho=0.9)
+ADAMW_WEIGHT_DECAY = 1e-4
+
+
+def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """--lr-schedule cosine: linear warm-up 0 -> lr over --warmup-epochs, then cosine decay to 0 at the last step
+    of --epochs (keras.optimizers.schedules.CosineDecay); plateau: the constant rate that ReduceLROnPlateau lowers."""
+    lr = learning_rate(cfg)
+    if cfg.lr_schedule != "cosine":
+        return lr
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    decay = max(1, (cfg.epochs - cfg.warmup_epochs) * steps_per_epoch)
+    if not warmup:
+        return keras.optimizers.schedules.CosineDecay(lr, decay)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay, warmup_target=lr, warmup_steps=warmup)
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    """--optimizer with its learning rate (schedule): Adadelta(ρ 0.9), the deck's; Adam; AdamW (weight decay 1e-4)."""
+    lr = learning_rate_schedule(cfg, steps_per_epoch)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=ADAMW_WEIGHT_DECAY)
+    return keras.optimizers.Adadelta(learning_rate=lr, rho=0.9)
+
+
+def compile_model(model: CAMModel, cfg: TrainConfig, jit_compile: bool | str = "auto",
+                  steps_per_epoch: int = 1) -> None:
+    """--optimizer (setup.make_optimizer); loss scaling for float16 only (TF's mixed_float16; JAX's mixed_bfloat16
+    needs none). `steps_per_epoch`: the length of an epoch, for a cosine schedule."""
+    optimizer = make_optimizer(cfg, steps_per_epoch)
     if cfg.mixed_precision and keras.backend.backend() == "tensorflow":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)

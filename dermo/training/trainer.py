@@ -14,7 +14,8 @@ from dermo.model.cam_model import CAMModel
 from dermo.pipeline.batches import LesionBatches
 from dermo.run import folder as runs
 from dermo.run.config import TrainConfig, check_config
-from dermo.training.callbacks import CenterRefresh, EpochLog, NaNGuard, PreciseBatchNorm, ValidationMetrics
+from dermo.training.callbacks import (CenterRefresh, EpochLog, LearningRateLog, NaNGuard, PreciseBatchNorm,
+                                      ValidationMetrics)
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
 from dermo.training.devices import backend_devices, device_lines, resolve_jit
 from dermo.training.setup import (balanced_class_weights, build_model, compile_model, initial_centers,
@@ -33,19 +34,22 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
     # Keras' own restore_best_weights would only know the epochs since the resume
     early = keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience,
                                           mode="max", restore_best_weights=False, verbose=0)
-    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                                min_lr=1e-4, verbose=0)      # the epoch line shows the rate
+    # plateau: ReduceLROnPlateau logs the epoch's rate (then maybe lowers it for the next); cosine: the schedule
+    # sets the rate every step and LearningRateLog logs it
+    rate = (keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                              min_lr=1e-4, verbose=0)
+            if cfg.lr_schedule == "plateau" else LearningRateLog())
     return [
         CenterRefresh(),
         NaNGuard(),
         PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),
         ValidationMetrics(val_batches, num_classes),      # before every callback that reads its numbers
-        plateau,            # before the log: it adds the epoch's learning_rate (then maybe lowers it for the next)
+        rate,               # before the log: the epoch line and history.csv show the rate
         keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=resume_state is not None),
         early,
-        # last: restores the two above after their own on_train_begin reset; saves after they updated
-        RunCheckpoint(run_dir, [early, plateau], monitor=cfg.monitor, best_name=runs.BEST_WEIGHTS,
-                      resume_state=resume_state),
+        # last: restores the ones it watches after their own on_train_begin reset; saves after they updated
+        RunCheckpoint(run_dir, [early] + ([rate] if cfg.lr_schedule == "plateau" else []), monitor=cfg.monitor,
+                      best_name=runs.BEST_WEIGHTS, resume_state=resume_state),
         EpochLog(cfg.epochs, steps, active_terms(cfg), early, log),
     ]
 
@@ -64,8 +68,9 @@ def check_setup(cfg: TrainConfig) -> None:
     if cfg.strategy != "auto" and keras.backend.backend() != "tensorflow":
         raise TrainingError(f"--strategy {cfg.strategy} needs the TensorFlow backend; under "
                             f"KERAS_BACKEND={keras.backend.backend()} train on one device (--strategy auto)")
-    check_image_size(get_backbone(cfg.backbone), cfg.image_size)
-    check_weights(cfg.weights)
+    spec = get_backbone(cfg.backbone)
+    check_image_size(spec, cfg.image_size)
+    check_weights(cfg.weights, spec)
 
 
 def prepare_run_dir(cfg: TrainConfig, worker: Worker = SINGLE) -> Path:
@@ -140,14 +145,14 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
                      if cfg.class_weight == "balanced" else None)
     if class_weights is not None:
         log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(ds.classes, class_weights)))
+    train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
+                                  seed=cfg.seed, workers=cfg.workers, meta=meta)
     with strategy.scope():
         model = build_model(cfg, ds.num_classes, class_weights, meta.width if meta else 0)
         synchronise_batchnorm(model, strategy.num_replicas_in_sync)
-        compile_model(model, cfg, jit)
+        compile_model(model, cfg, jit, steps_per_epoch=len(train_batches))
         if cfg.strategy == "multiworker":
             keras_multiworker_fixes(model)
-    train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
-                                  seed=cfg.seed, workers=cfg.workers, meta=meta)
     val_batches = LesionBatches(val_items, ds.num_classes, cfg.image_size, cfg.batch_size,
                                 workers=cfg.workers, meta=meta)
     # un-augmented training images in a fixed shuffled order: centre init and BatchNorm re-estimation
