@@ -191,6 +191,25 @@ def test_fit_baseline_on_separable_data_and_fold_count():
         fit_baseline(X[:41], y[:41], grid=grid, n_jobs=1)
 
 
+def test_grouped_grid_search_does_not_score_memorised_lesions():
+    """40 lesions photographed 3 times each (near-identical feature vectors), labels drawn per lesion with no
+    relation to the features: a per-image CV scores the memorised copies (a random forest recognises the other
+    photos of a lesion: well above chance), folds grouped by lesion score chance (balanced accuracy ~0.5)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from dermo.experiments.ml import fit_baseline
+
+    rng = np.random.default_rng(0)
+    lesions = np.repeat(np.arange(40), 3)
+    y = rng.permutation(np.repeat([0, 1], 20))[lesions]
+    X = rng.normal(size=(40, 5))[lesions] + 0.01 * rng.normal(size=(len(lesions), 5))
+    grid = [{"clf": [RandomForestClassifier(n_estimators=50, random_state=0)]}]
+    _, per_image = fit_baseline(X, y, seed=0, cv=5, n_jobs=1, grid=grid)
+    _, grouped = fit_baseline(X, y, seed=0, cv=5, n_jobs=1, grid=grid, groups=lesions)
+    assert per_image["cv_score"] > 0.9 and not per_image["cv_grouped"]
+    assert grouped["cv_score"] < 0.7 and grouped["cv_grouped"]
+
+
 def test_balanced_svc_divides_out_training_priors():
     from sklearn.base import clone
     from sklearn.svm import SVC

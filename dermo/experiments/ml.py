@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -91,9 +91,10 @@ def proba_balanced_accuracy(estimator, X, y) -> float:
 
 
 def fit_baseline(X: np.ndarray, y: np.ndarray, seed: int = 0, cv: int = 5, n_jobs: int | None = -1,
-                 grid: list[dict] | None = None):
+                 grid: list[dict] | None = None, groups=None):
     """Grid search over param_grid(seed) with stratified `cv`-fold CV scored by the balanced accuracy
-    of argmax(predict_proba) (proba_balanced_accuracy).
+    of argmax(predict_proba) (proba_balanced_accuracy). `groups` (N,) lesion/patient ids: the folds are
+    stratified *group* folds (StratifiedGroupKFold), so no group is on both sides of a fold.
 
     X float (N, F) features, y int (N,) class ids. Returns (best_estimator: fitted Pipeline(scale, clf),
     summary: {"model": {"name", "params"}, "cv_score", "cv_folds", "candidates": [{"model", "params",
@@ -110,10 +111,11 @@ def fit_baseline(X: np.ndarray, y: np.ndarray, seed: int = 0, cv: int = 5, n_job
         raise DataError(f"class {int(np.flatnonzero(counts == present.min())[0])} has only "
                         f"{int(present.min())} training image(s); cross-validation needs at least 2 per class")
     pipe = Pipeline([("scale", StandardScaler()), ("clf", SVC())])
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if groups is None else
+                StratifiedGroupKFold(folds, shuffle=True, random_state=seed))
     search = GridSearchCV(pipe, grid or param_grid(seed), scoring=proba_balanced_accuracy, n_jobs=n_jobs,
-                          cv=StratifiedKFold(folds, shuffle=True, random_state=seed), refit=True,
-                          error_score="raise")
-    search.fit(X, y)
+                          cv=splitter, refit=True, error_score="raise")
+    search.fit(X, y, groups=None if groups is None else np.asarray(groups, dtype=object))
     res = search.cv_results_
     candidates = []
     for i, params in enumerate(res["params"]):
@@ -123,7 +125,7 @@ def fit_baseline(X: np.ndarray, y: np.ndarray, seed: int = 0, cv: int = 5, n_job
                            "mean_fit_time": float(res["mean_fit_time"][i])})
     name, params = _candidate(search.best_params_)
     summary = {"model": {"name": name, "params": params}, "cv_score": float(search.best_score_),
-               "cv_folds": folds, "candidates": candidates}
+               "cv_folds": folds, "cv_grouped": groups is not None, "candidates": candidates}
     return search.best_estimator_, summary
 
 
@@ -233,8 +235,11 @@ def run(args) -> int:
 
     print(f"grid search on {len(train)} training images, {X.shape[1]} features ...", file=sys.stderr)
     t0 = time.perf_counter()
+    # with --group-column the grid search's folds keep each lesion on one side too (as the train/val split does)
+    group_of = {s.path: s.group for s in ds.train}
+    groups = [group_of.get(it.source) or it.source for it in train] if args.group_column else None
     model, summary = fit_baseline(X_train, y_train, seed=args.seed, cv=args.cv,
-                                  n_jobs=args.workers or -1)
+                                  n_jobs=args.workers or -1, groups=groups)
     t_search = time.perf_counter() - t0
     print(f"features {t_features:.1f} s, grid search {t_search:.1f} s", file=sys.stderr)
     cv_rows = [{"model": c["model"], "params": json.dumps(c["params"], sort_keys=True),
