@@ -107,6 +107,23 @@ def test_each_export_format_gives_the_keras_models_probabilities_and_cams(lite_r
         assert np.abs(got["probs"] - probs).max() <= 1e-4, fmt
         assert np.abs(got["cams"] - cams).max() <= 1e-4 * np.abs(cams).max(), fmt
         assert json.loads((tmp_path / f"{ARTEFACTS[fmt]}.json").read_text())["backbone"] == "lite0"
+    # full-integer TFLite beside the float file (which stays), calibrated on the run's training images
+    float_bytes = (tmp_path / "model.tflite").read_bytes()
+    assert export.main(["--run", str(lite_run.dir), "--format", "tflite", "--quantize", "int8", "--with-cams",
+                        "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "model.tflite").read_bytes() == float_bytes
+    assert len(float_bytes) > 3 * (tmp_path / "model_int8.tflite").stat().st_size
+    sidecar = json.loads((tmp_path / "model_int8.tflite.json").read_text())
+    assert sidecar["file"] == "model_int8.tflite" and sidecar["quantization"].startswith("int8")
+    got = runtime.load(tmp_path / "model_int8.tflite", "tflite")(lite_run.x)
+    assert np.abs(got["probs"] - probs).max() <= 0.15
+    assert (got["probs"].argmax(1) == probs.argmax(1)).mean() >= 0.75
+    import tensorflow as tf
+
+    details = tf.lite.Interpreter(str(tmp_path / "model_int8.tflite")).get_tensor_details()
+    # the float32 image input and the two outputs; every weight and activation is int8 (biases int32)
+    assert sum(d["dtype"] == np.float32 for d in details) == 3
+    assert {d["dtype"] for d in details} == {np.float32, np.int8, np.int32}
 
 
 JAX_TRAIN = """

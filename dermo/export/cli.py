@@ -3,6 +3,7 @@
 
     dermo export --run runs/NAME --format savedmodel|tflite|onnx [...] [--with-cams] [--out DIR]
     dermo export --model FILE.keras|FILE.h5 --format ...      (a file carrying dermo's contract)
+    dermo export --run runs/NAME --format tflite --quantize int8   (full-integer TFLite for phones/edge TPUs)
 
 Writes OUT/savedmodel/, OUT/model.tflite and/or OUT/model.onnx (OUT default RUN/export/, or export/ beside a
 model file), each with its sidecar OUT/<that name>.json. Input: the preprocessed image (B,S,S,3) float32 RGB
@@ -10,6 +11,12 @@ model file), each with its sidecar OUT/<that name>.json. Input: the preprocessed
 --with-cams "cams" (B,h,w,K). Before anything is put in place, each file is run by its own runtime on
 CHECK_IMAGES synthetic dermoscopy-like images and compared with the Keras model as dermo's Predictor runs it;
 a difference above the tolerance is one error line and no file.
+
+--quantize int8 (TFLite only, a run folder): full-integer quantisation, the activation ranges calibrated on
+REPRESENTATIVE_IMAGES images drawn (seed 0) from the run's *training* split through the run's preprocessing; written as
+OUT/model_int8.tflite beside any float export, with input and output still float32. Its check tolerance is
+INT8_TOLERANCE (int8 rounding moves probabilities by a few hundredths); how much accuracy it costs on real images is
+measured by benchmarks/int8_export.py.
 
 Models trained with --meta-columns (a second input "meta") are refused in one line: the check images, the
 runtimes' feeds and the sidecar describe the single image input.
@@ -26,10 +33,12 @@ import numpy as np
 
 from dermo.console import library_chatter_held, parser
 from dermo.errors import run_cli
-from dermo.export.formats import ARTEFACTS, FORMATS, ExportError
+from dermo.export.formats import FORMATS, QUANTIZE, ExportError, artefact_name
 
 CHECK_IMAGES = 2
 TOLERANCE = 1e-4          # max |Δ| of probabilities; CAMs: 1e-4 relative to their largest magnitude
+INT8_TOLERANCE = {"probs": 0.15, "cams": 0.3}     # an int8 file: probabilities; CAMs relative
+REPRESENTATIVE_IMAGES = 100
 PROG = "dermo export"
 
 
@@ -40,6 +49,8 @@ def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
     src.add_argument("--model", help="a .keras/.h5 classifier carrying dermo's contract (default: none)")
     p.add_argument("--format", required=True, nargs="+", choices=FORMATS,
                    help="what to write (several: one SavedModel is converted to each; required)")
+    p.add_argument("--quantize", choices=QUANTIZE, default="none",
+                   help="int8: full-integer TFLite (--format tflite, --run), calibrated on training images")
     p.add_argument("--with-cams", action="store_true",
                    help="also output every class's CAM (B,h,w,K), computed in the graph")
     p.add_argument("--out", help="output folder (default: RUN/export/, or export/ beside --model)")
@@ -80,11 +91,23 @@ def differences(ref: dict, got: dict) -> dict:
     return diff
 
 
-def check(diff: dict, ref: dict, fmt: str) -> dict:
+def representative_images(predictor, run_dir, n: int = REPRESENTATIVE_IMAGES) -> np.ndarray:
+    """n images (seed 0) of the run's training split after its preprocessing: (n,S,S,3) float32 0..255."""
+    from dermo.run.splits import training_paths
+
+    paths = sorted(training_paths(run_dir) or ())
+    if not paths:
+        raise ExportError(f"{run_dir}: no training split recorded (split.csv) to calibrate --quantize int8 on")
+    chosen = np.random.default_rng(0).choice(len(paths), size=min(n, len(paths)), replace=False)
+    return predictor.preprocess([paths[i] for i in sorted(chosen)])[0]
+
+
+def check(diff: dict, ref: dict, fmt: str, quantize: str = "none") -> dict:
     """The tolerance of each output; one line when the exported file disagrees with the Keras model."""
-    tol = {"probs": TOLERANCE}
+    bound = INT8_TOLERANCE if quantize == "int8" else {"probs": TOLERANCE, "cams": TOLERANCE}
+    tol = {"probs": bound["probs"]}
     if "cams" in ref:
-        tol["cams"] = TOLERANCE * max(1.0, float(np.abs(ref["cams"]).max()))
+        tol["cams"] = bound["cams"] * max(1.0, float(np.abs(ref["cams"]).max()))
     bad = [f"{k} by {diff[k]:.3g} (tolerance {tol[k]:.3g})" for k in diff if not diff[k] <= tol[k]]
     if bad:
         raise ExportError(f"the {fmt} file differs from the Keras model on {CHECK_IMAGES} synthetic images "
@@ -94,7 +117,8 @@ def check(diff: dict, ref: dict, fmt: str) -> dict:
     return tol
 
 
-def sidecar(source, predictor, fmt: str, ref: dict, diff: dict, tol: dict, x: np.ndarray) -> dict:
+def sidecar(source, predictor, fmt: str, ref: dict, diff: dict, tol: dict, x: np.ndarray,
+            quantize: str = "none") -> dict:
     """What a user outside dermo needs: classes, input, preprocessing, temperature, outputs, the check."""
     from dermo import __version__
     from dermo.run.contract import read_contract
@@ -110,7 +134,11 @@ def sidecar(source, predictor, fmt: str, ref: dict, diff: dict, tol: dict, x: np
         outputs["cams"] = {"shape": [None, *ref["cams"].shape[1:]],
                            "meaning": "CAM_k = sum_c F[..., c] W[c, k] of the feature map and classifier kernel; "
                                       "not affected by the temperature"}
-    return {"format": fmt, "file": ARTEFACTS[fmt], "classes": list(predictor.classes),
+    quantization = ("none (float32)" if quantize == "none" else
+                    f"int8: full-integer ops, float32 input/output, calibrated on {REPRESENTATIVE_IMAGES} images of "
+                    "the run's training split")
+    return {"format": fmt, "file": artefact_name(fmt, quantize), "quantization": quantization,
+            "classes": list(predictor.classes),
             "task": contract.get("task"), "image_size": predictor.image_size,
             "input": {"name": "image", "shape": [None, predictor.image_size, predictor.image_size, 3],
                       "dtype": "float32", "meaning": "RGB 0..255 after dermo's preprocessing, resized to "
@@ -136,6 +164,9 @@ def export(args, log=print) -> dict[str, dict]:
     from dermo.run.folder import write_json
 
     fmts = list(dict.fromkeys(args.format))
+    if args.quantize != "none" and (fmts != ["tflite"] or not args.run):
+        raise ExportError(f"--quantize {args.quantize} applies to --format tflite of a --run (whose training images "
+                          "calibrate it); export the other formats in a separate call")
     for fmt in fmts:
         formats.check_tools(fmt)
     source = resolve_source(args.run or args.model, "auto", "run" if args.run else "model", own_run=True)
@@ -153,17 +184,18 @@ def export(args, log=print) -> dict[str, dict]:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
+        representative = representative_images(predictor, source.run.path) if args.quantize == "int8" else None
         artefacts = formats.write(export_graph(predictor.model, predictor.temperature, args.with_cams), fmts,
-                                  work)
+                                  work, representative)
         checked = {}
         for fmt, artefact in artefacts.items():
             with library_chatter_held():                  # the TFLite interpreter's start-up line
                 diff = differences(ref, runtime.load(artefact, fmt)(x))
-            checked[fmt] = (diff, check(diff, ref, fmt))
+            checked[fmt] = (diff, check(diff, ref, fmt, args.quantize))
         sidecars = {}
         for fmt, artefact in artefacts.items():
-            path = formats.place(artefact, out / ARTEFACTS[fmt])
-            sidecars[fmt] = sidecar(source, predictor, fmt, ref, *checked[fmt], x)
+            path = formats.place(artefact, out / artefact_name(fmt, args.quantize))
+            sidecars[fmt] = sidecar(source, predictor, fmt, ref, *checked[fmt], x, args.quantize)
             write_json(path.with_name(path.name + ".json"), sidecars[fmt])
             log(f"wrote {path} and {path.name}.json (max |Δ| vs the Keras model: "
                 + ", ".join(f"{k} {v:.2g}" for k, v in checked[fmt][0].items()) + ")")
