@@ -165,3 +165,24 @@ def test_segmentation_head_trains_and_evaluate_reports_dice(data64, tmp_path):
     assert evaluate.main(["--run", str(out)]) == 0
     metrics = json.loads((out / "eval-val" / "metrics.json").read_text())
     assert 0.0 <= metrics["segmentation_dice"] <= 1.0
+
+
+@pytest.mark.slow
+def test_adamw_cosine_warmup_and_last_epoch_kept(data64, tmp_path, val_arrays):
+    """--optimizer adamw --lr-schedule cosine --warmup-epochs 1 over 2 epochs: keras' CosineDecay warms up linearly
+    to the peak at the end of epoch 1 and decays to 0 at the last step, so history.csv logs 1e-3 then 0;
+    --monitor last keeps the last epoch (its backup weights are the saved model's) and stops nothing early."""
+    out = tmp_path / "run"
+    assert train.main(train_args(data64, out, 2, "--optimizer", "adamw", "--lr-schedule", "cosine",
+                                 "--warmup-epochs", "1", "--monitor", "last")) == 0
+    h = pd.read_csv(out / "history.csv")
+    np.testing.assert_allclose(h["learning_rate"], [1e-3, 0.0], atol=1e-9)
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["optimizer"], cfg["lr_schedule"], cfg["monitor"]) == ("adamw", "cosine", "last")
+    from dermo.training.setup import build_model
+
+    last = build_model(TrainConfig(image_size=64, weights="none"), 2)
+    last.load_weights(out / runs.BACKUP_DIR / "epoch-0002.weights.h5")
+    x, _ = val_arrays
+    saved = keras.models.load_model(out / "model.keras", compile=False).predict(x, verbose=0)
+    np.testing.assert_allclose(last.predict(x, verbose=0)["probs"], saved, atol=1e-5)

@@ -58,6 +58,10 @@ def tiny(data, out, *extra):
     (["--lambda-rrr", "-1"], "--lambda-rrr -1.0: loss weights must be 0 (off) or more"),
     (["--lambda-rrr", "0.001", "--mixed-precision"], "--lambda-rrr 0.001 with --mixed-precision: RRR's input "
                                                      "gradients are not loss-scaled"),
+    (["--epochs", "3", "--warmup-epochs", "1"], "--warmup-epochs 1 needs --lr-schedule cosine"),
+    (["--lr-schedule", "cosine", "--warmup-epochs", "1"], "--warmup-epochs 1: use 0 or more, fewer than --epochs 1"),
+    (["--backbone", "lite0", "--weights", "noisy-student"], "--weights noisy-student exists for B0–B7 only; lite0 "
+                                                            "takes imagenet, none or a weights file"),
 ])
 def test_train_option_mistakes_are_refused_before_anything_is_written(data, tmp_path, capsys, extra,
                                                                         expected):
@@ -66,6 +70,26 @@ def test_train_option_mistakes_are_refused_before_anything_is_written(data, tmp_
     err = one_line_error(capsys, train.main, tiny(data, out, *extra), "dermo train")
     assert expected.format(tmp=tmp_path) in err
     assert not out.exists(), "a refused option left a run folder behind"
+
+
+@pytest.mark.parametrize("extra, option", [(["--data", "{data}"], "--data"), (["--task", "multiclass"], "--task"),
+                                           (["--label-column", "dx"], "--label-column")])
+@pytest.mark.parametrize("demo", [["--demo"], ["--demo", "real"]])
+def test_demo_refuses_the_options_it_decides_instead_of_ignoring_them(data, tmp_path, capsys, demo, extra, option):
+    argv = [*demo, *[e.format(data=data) for e in extra], "--out", tmp_path / "run"]
+    err = one_line_error(capsys, train.main, argv, "dermo train")
+    assert f"--demo trains on its own data, so {option} " in err and f"drop {option}" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_demo_options_the_user_types_win_and_the_real_demo_is_lite0_kept_at_its_last_epoch(tmp_path):
+    from dermo.training.cli import REAL_DEMO_DATA, parse_args, resolve_config
+
+    cfg = resolve_config(parse_args(["--demo", "real", "--epochs", "3", "--out", str(tmp_path / "r")]))
+    assert (cfg.demo, cfg.backbone, cfg.weights, cfg.monitor, cfg.epochs) == ("real", "lite0", "imagenet", "last", 3)
+    assert cfg.data == str(REAL_DEMO_DATA) and cfg.label_column == "diagnosis" and REAL_DEMO_DATA.exists()
+    assert len(list((REAL_DEMO_DATA.parent / "images").glob("*.jpg"))) == 439
+    assert (REAL_DEMO_DATA.parent / "ATTRIBUTION.txt").exists()
 
 
 def test_train_task_data_mismatch_names_the_classes_and_the_fix(three_classes, tmp_path, capsys):

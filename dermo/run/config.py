@@ -22,7 +22,8 @@ OPTIMIZERS = ("adadelta", "adam", "adamw")
 DEFAULT_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3, "adamw": 1e-3}
 LR_SCHEDULES = ("plateau", "cosine")
 MONITORS = ("val_accuracy", "val_balanced_accuracy", "val_kappa", "val_auc", "val_counterfactual_accuracy",
-            "val_worst_accuracy")
+            "val_worst_accuracy", "last")
+LAST_EPOCH = "last"                       # --monitor last: keep the last epoch, choose nothing on the val images
 
 
 class ConfigError(DermoError, ValueError):
@@ -82,7 +83,7 @@ class TrainConfig:
     color_constancy: bool = True
     cache_dir: str | None = None
     deterministic: bool = True
-    demo: bool = False
+    demo: str | bool = False              # --demo: "synthetic" or "real"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -190,7 +191,7 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
                        help="--lr-schedule cosine: epochs of linear warm-up from 0 to --learning-rate")
     train.add_argument("--monitor", choices=MONITORS, default=d.monitor,
                        help="validation number (whole val set, each epoch) for early stopping and the best "
-                            "checkpoint")
+                            "checkpoint; last: keep the last epoch (no choice made on the val images, no early stop)")
     train.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience,
                        help="epochs without a better --monitor before training stops")
     train.add_argument("--lr-patience", type=int, default=d.lr_patience,

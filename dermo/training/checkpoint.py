@@ -82,7 +82,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             return          # NaN weights (NaNGuard stops the run): keep the last good state, if any
-        value = (logs or {}).get(self.monitor)
+        value = epoch + 1 if self.monitor == "last" else (logs or {}).get(self.monitor)     # last: always newest
         if value is not None and np.isfinite(value) and (self.best is None or value > self.best):
             self.best = float(value)
             save_weights_atomic(self.model, self.best_path)

@@ -20,11 +20,19 @@ from dermo.errors import DermoError, run_cli
 from dermo.run.config import TrainConfig, add_train_arguments, check_config, config_from_args
 
 PROG = "dermo train"
-# The demo: generated dermoscopy-like images, small and short enough for ~2 minutes on 2 CPU cores.
+# --demo (synthetic): generated dermoscopy-like images, small and short enough for ~2 minutes on 2 CPU cores.
 DEMO_DATA = Path("data/demo")
 DEMO = dict(task="binary", n=480, seed=0, size=128)
 DEMO_TRAIN = dict(backbone="B0", image_size=96, batch_size=16, epochs=12, weights="none",
                   early_stopping_patience=6)
+# --demo real: the 439 CC0 ISIC images shipped in the repository (melanoma vs nevus), fine-tuned from ImageNet
+# Lite0 for a fixed number of epochs, the last one kept (no choice made on its ~90 val images)
+REAL_DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "isic-uda1" / "metadata.csv"
+REAL_DEMO_TRAIN = dict(backbone="lite0", weights="imagenet", image_size=128, batch_size=16, epochs=8,
+                       monitor="last", label_column="diagnosis")
+DEMOS = ("synthetic", "real")
+# what a demo decides itself: typed beside --demo, these are refused rather than silently overridden
+DEMO_FIXED = ("data", "task", "label_column", "group_column", "meta_columns")
 # --resume: options that may differ from the run's. EXTENDABLE change the plan (said in a line); RUNTIME change
 # how it runs, not what it learns.
 EXTENDABLE = ("epochs", "early_stopping_patience", "lr_patience")
@@ -33,8 +41,10 @@ RUNTIME = ("workers", "cache_dir", "on_bad_image", "resume", "out", "demo")
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = parser(prog, __doc__)
-    p.add_argument("--demo", action="store_true",
-                   help="generate a small synthetic dataset (data/demo/) and train on it: no download, ~2 min")
+    p.add_argument("--demo", nargs="?", const="synthetic", choices=DEMOS, default=False,
+                   help="train on built-in data, no download, ~2 min on 2 CPU cores: synthetic (the default: "
+                        "generated images written to data/demo/, B0 from scratch) or real (the repository's 439 CC0 "
+                        "ISIC images, melanoma vs nevus, ImageNet Lite0 fine-tuned 8 epochs)")
     add_train_arguments(p)
     return p
 
@@ -96,19 +106,34 @@ def resolve_config(args: argparse.Namespace, log=print) -> TrainConfig:
         check_options(cfg)
         return cfg
     if args.demo:
-        cfg = TrainConfig.from_dict({**vars(cfg), **{k: v for k, v in DEMO_TRAIN.items() if k not in given},
-                                     "data": str(DEMO_DATA / DEMO["task"]), "task": DEMO["task"], "demo": True,
-                                     "out": cfg.out or "runs/demo"})
+        cfg = demo_config(cfg, args.demo, given)
     if not cfg.data:
         raise DermoError("--data is required (or --demo, or --resume --out RUN)")
     if not cfg.out:
         cfg.out = str(Path("runs") / runs.default_run_name(cfg))
     check_options(cfg)
-    if cfg.demo:
+    if cfg.demo == "synthetic":
         from dermo.data.synthetic import ensure_demo_dataset
 
         ensure_demo_dataset(Path(cfg.data), **DEMO)
     return cfg
+
+
+def demo_config(cfg: TrainConfig, demo: str, given: set[str]) -> TrainConfig:
+    """The demo's data and options; the user's own options win, except those the demo decides (DEMO_FIXED),
+    which are refused in one line rather than ignored."""
+    fixed = [k for k in DEMO_FIXED if k in given]
+    if fixed:
+        raise DermoError(f"--demo trains on its own data, so {_flag(fixed[0])} {getattr(cfg, fixed[0])} would be "
+                         f"ignored; drop {_flag(fixed[0])}, or drop --demo to train on your data")
+    if demo == "real":
+        if not REAL_DEMO_DATA.exists():
+            raise DermoError(f"--demo real: {REAL_DEMO_DATA} not found; its 439 images ship with the repository "
+                             "(data/isic-uda1/): run from a clone of it")
+        own = {**REAL_DEMO_TRAIN, "data": str(REAL_DEMO_DATA), "task": "auto", "out": cfg.out or "runs/demo-real"}
+    else:
+        own = {**DEMO_TRAIN, "data": str(DEMO_DATA / DEMO["task"]), "task": DEMO["task"], "out": cfg.out or "runs/demo"}
+    return TrainConfig.from_dict({**vars(cfg), **{k: v for k, v in own.items() if k not in given}, "demo": demo})
 
 
 def check_options(cfg: TrainConfig) -> None:

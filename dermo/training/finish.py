@@ -64,10 +64,13 @@ def finish_run(cfg: TrainConfig, run_dir: Path, model: CAMModel, ds: Dataset, se
     note = val_note(validation, ds.classes) if validation is not None else None
     if note:
         log(note)
-    best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")
+    if cfg.monitor == "last":
+        figure = f"last epoch's val accuracy {history['val_accuracy'].iloc[-1]:.3f}"
+    else:
+        best = history[cfg.monitor].max() if cfg.monitor in history else float("nan")
+        figure = f"best {cfg.monitor.replace('_', ' ')} {best:.3f}"
     trained = f"{seconds['train']:.0f} s of training" + (" over all its processes" if seconds.get("resumed") else "")
-    log(f"done in {seconds['wall']:.0f} s ({trained}): best "
-        f"{cfg.monitor.replace('_', ' ')} {best:.3f}. Run folder: {run_dir}/ (curves.png, history.csv, "
+    log(f"done in {seconds['wall']:.0f} s ({trained}): {figure}. Run folder: {run_dir}/ (curves.png, history.csv, "
         f"model.keras). Evaluate: dermo evaluate --run {run_dir}")
 
 

@@ -13,7 +13,7 @@ from dermo.model.backbones import check_image_size, check_weights, get_backbone
 from dermo.model.cam_model import CAMModel
 from dermo.pipeline.batches import LesionBatches
 from dermo.run import folder as runs
-from dermo.run.config import TrainConfig, check_config
+from dermo.run.config import LAST_EPOCH, TrainConfig, check_config
 from dermo.training.callbacks import (CenterRefresh, EpochLog, LearningRateLog, NaNGuard, PreciseBatchNorm,
                                       ValidationMetrics)
 from dermo.training.checkpoint import RunCheckpoint, read_resume_state, restore, truncate_history
@@ -32,14 +32,15 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
                    resume_state: dict | None = None, steps: int = 0, log=print) -> list:
     # the best weights come back from best.weights.h5 after fit (train_model), also in a resumed process, where
     # Keras' own restore_best_weights would only know the epochs since the resume
-    early = keras.callbacks.EarlyStopping(monitor=cfg.monitor, patience=cfg.early_stopping_patience,
-                                          mode="max", restore_best_weights=False, verbose=0)
+    early = None if cfg.monitor == LAST_EPOCH else keras.callbacks.EarlyStopping(
+        monitor=cfg.monitor, patience=cfg.early_stopping_patience, mode="max", restore_best_weights=False, verbose=0)
     # plateau: ReduceLROnPlateau logs the epoch's rate (then maybe lowers it for the next); cosine: the schedule
     # sets the rate every step and LearningRateLog logs it
     rate = (keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                               min_lr=1e-4, verbose=0)
             if cfg.lr_schedule == "plateau" else LearningRateLog())
-    return [
+    watched = [cb for cb in (early, rate if cfg.lr_schedule == "plateau" else None) if cb is not None]
+    callbacks = [
         CenterRefresh(),
         NaNGuard(),
         PreciseBatchNorm(calibration_batches, cfg.bn_recalibration_batches),
@@ -48,10 +49,10 @@ def make_callbacks(cfg: TrainConfig, run_dir: Path, val_batches, calibration_bat
         keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=resume_state is not None),
         early,
         # last: restores the ones it watches after their own on_train_begin reset; saves after they updated
-        RunCheckpoint(run_dir, [early] + ([rate] if cfg.lr_schedule == "plateau" else []), monitor=cfg.monitor,
-                      best_name=runs.BEST_WEIGHTS, resume_state=resume_state),
+        RunCheckpoint(run_dir, watched, monitor=cfg.monitor, best_name=runs.BEST_WEIGHTS, resume_state=resume_state),
         EpochLog(cfg.epochs, steps, active_terms(cfg), early, log),
     ]
+    return [cb for cb in callbacks if cb is not None]
 
 
 def active_terms(cfg: TrainConfig) -> list[str]:
@@ -188,7 +189,9 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
     if (run_dir / runs.BEST_WEIGHTS).exists():
         model.load_weights(run_dir / runs.BEST_WEIGHTS)
         history = pd.read_csv(run_dir / runs.HISTORY)
-        if cfg.monitor in history and history[cfg.monitor].notna().any():
+        if cfg.monitor == LAST_EPOCH:
+            log(f"kept the last epoch, {len(history)} (--monitor last: no choice made on the val images)")
+        elif cfg.monitor in history and history[cfg.monitor].notna().any():
             best = history.loc[history[cfg.monitor].idxmax()]
             log(f"restored the weights of the best epoch, {int(best['epoch']) + 1} of {len(history)} "
                 f"({cfg.monitor} {best[cfg.monitor]:.4f})")
