@@ -142,12 +142,14 @@ def test_train_stops_at_the_first_broken_file_with_one_line(bad, tmp_path, capsy
     err = one_line_error(capsys, train.main, ["--data", bad["data"], "--task", "binary", "--image-size", SIZE,
                                               "--weights", "none", "--epochs", 1, "--allow-duplicates",
                                               "--out", out], "dermo train")
-    assert err.startswith(f"{path}: {problem}")
-    assert not (out / runs.HISTORY).exists() and not (out / runs.BACKUP_DIR).exists()
+    assert err.startswith(f"{path}: {problem}") and err.endswith("; pass --on-bad-image skip to skip (and list) "
+                                                                  "such files")
+    assert not out.exists()                           # nothing trained: no half-made run folder left behind
     # a CSV row naming a missing file stops it the same way, before any preprocessing
     err = one_line_error(capsys, train.main, ["--data", bad["csv"], "--image-size", SIZE, "--weights", "none",
                                               "--out", tmp_path / "csv-run"], "dermo train")
-    assert err == f"{bad['data'] / 'val' / 'others' / 'gone_mask.png'}: {CSV_ONLY['gone_mask.png']}"
+    assert err == (f"{bad['data'] / 'val' / 'others' / 'gone_mask.png'}: {CSV_ONLY['gone_mask.png']}; pass "
+                   "--on-bad-image skip to skip (and list) such files")
 
 
 def test_train_as_a_command_prints_exactly_one_line(bad, tmp_path):
@@ -160,7 +162,8 @@ def test_train_as_a_command_prints_exactly_one_line(bad, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     path, problem = first_broken(load_dataset(bad["data"], "binary").train)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.splitlines() == [f"dermo train: error: {path}: {problem} (data ends early)"]
+    assert proc.stderr.splitlines() == [f"dermo train: error: {path}: {problem} (data ends early); pass "
+                                        "--on-bad-image skip to skip (and list) such files"]
 
 
 @pytest.mark.slow
@@ -179,6 +182,27 @@ def test_train_skips_and_lists_every_broken_file(bad, tmp_path, capsys):
     config = json.loads((out / runs.CONFIG).read_text())
     assert config["skipped"] == listed
     assert (out / runs.MODEL_KERAS).exists()
+
+
+def test_skipped_files_that_empty_a_val_class_are_refused_with_a_monitor_that_needs_it(bad, tmp_path, capsys):
+    """The class check runs again after --on-bad-image skip: the val images of class others are all broken here,
+    so --monitor val_balanced_accuracy (mean recall over every class) is refused in one line, not NaN all run."""
+    frame = pd.read_csv(bad["csv"], keep_default_na=False)
+    frame["image"] = [str((bad["csv"].parent / p).resolve()) if not Path(p).is_absolute() else p
+                      for p in frame["image"]]
+    frame["mask"] = [str((bad["csv"].parent / p).resolve()) if p else "" for p in frame["mask"]]
+    val_others = (frame["split"] == "val") & (frame["label"] == "others")
+    broken = frame["image"].map(lambda p: Path(p).name in ("offmask.jpg", "lostmask.jpg"))
+    kept = frame[~val_others | broken]
+    assert ((kept["split"] == "val") & (kept["label"] == "others")).sum() == 2
+    csv = tmp_path / "m.csv"
+    kept.to_csv(csv, index=False)
+    err = one_line_error(capsys, train.main, ["--data", csv, "--image-size", SIZE, "--weights", "none",
+                                              "--on-bad-image", "skip", "--allow-duplicates", "--monitor",
+                                              "val_balanced_accuracy", "--out", tmp_path / "run"], "dermo train")
+    assert "the val split has no image of class others after skipping bad files, so --monitor " \
+           "val_balanced_accuracy is undefined" in err
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------- evaluate.py

@@ -145,20 +145,21 @@ def test_model_file_inside_a_run_folder_is_that_runs_model(kit, tmp_path, capsys
 @pytest.fixture(scope="module")
 def grouped_run(kit):
     """runs/g: run a's split with a lesion id per image (--group-column lesion); scoring.csv (no split column):
-    a training image's bytes under a new name, a held-out image of a training lesion, two fresh held-out ones."""
+    a training image's bytes under a new name, a held-out image of a training lesion, two fresh held-out ones.
+    The ids look like numbers with leading zeros ("007"): read as numbers, the lesion mate would go unseen."""
     root, ds = kit["root"], kit["ds"]
     g = shutil.copytree(kit["a"], root / "runs" / "g")
     cfg = json.loads((g / "config.json").read_text())
     (g / "config.json").write_text(json.dumps({**cfg, "group_column": "lesion"}))
     df = pd.read_csv(g / splits.SPLIT_CSV, keep_default_na=False)
-    df["group"] = [f"L{i}" for i in range(len(df))]
+    df["group"] = [f"{i:03d}" for i in range(len(df))]
     df.to_csv(g / splits.SPLIT_CSV, index=False)
     trained = df[df["split"] == "train"].iloc[0]
     copy = root / "copy.jpg"
     copy.write_bytes(open(trained["path"], "rb").read())
     held = load_dataset(kit["held"], "binary").val[:3]
-    rows = [(copy, trained["label"], "new0"), (held[0].path, BIN[held[0].label], trained["group"])]
-    rows += [(s.path, BIN[s.label], f"new{i}") for i, s in enumerate(held[1:], 1)]
+    rows = [(copy, trained["label"], "9000"), (held[0].path, BIN[held[0].label], trained["group"])]
+    rows += [(s.path, BIN[s.label], f"9{i:03d}") for i, s in enumerate(held[1:], 1)]
     pd.DataFrame(rows, columns=["image", "label", "lesion"]).to_csv(root / "scoring.csv", index=False)
     return g, root / "scoring.csv"
 

@@ -163,3 +163,19 @@ def test_split_csv_round_trip_groups_and_resume_check(grouped, tmp_path):
     with pytest.raises(RunError, match=r"split.csv: the data's train/val split changed since this run started \("):
         splits.record_split(run, other, resume=True)
     assert splits.read_split(tmp_path) is None and splits.split_samples(tmp_path, ds.classes, "val") is None
+
+
+def test_a_repeating_lesion_id_column_split_per_image_gets_a_note(tmp_path):
+    from dermo.data.groups import ungrouped_ids_note
+
+    csv = tmp_path / "m.csv"
+    pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg"], "label": ["x", "y", "x"],
+                  "Lesion_ID": ["007", "007", "8"]}).to_csv(csv, index=False)
+    note = ungrouped_ids_note(csv)
+    assert note.startswith("note: m.csv has a column 'Lesion_ID' whose ids repeat (2 images share an id)")
+    assert note.endswith("pass --group-column Lesion_ID to keep each on one side")
+    pd.read_csv(csv).assign(Lesion_ID=["1", "2", "3"]).to_csv(csv, index=False)
+    assert ungrouped_ids_note(csv) is None                                   # no repeats: nothing to say
+    pd.read_csv(csv, dtype=str).assign(Lesion_ID="7", split=["train", "val", "train"]).to_csv(csv, index=False)
+    assert ungrouped_ids_note(csv) is None                                   # the user's own split
+    assert ungrouped_ids_note(tmp_path) is None                              # a folder

@@ -99,6 +99,24 @@ def test_train_task_data_mismatch_names_the_classes_and_the_fix(three_classes, t
     assert not (tmp_path / "run" / runs.CONFIG).exists()
 
 
+def test_a_failed_training_leaves_no_run_folder_behind(data, tmp_path, capsys, monkeypatch):
+    """Data that cannot train (one class) after the options passed: the folder this command made is removed,
+    also the default runs/<task>-<backbone>-<time>/ one; a folder that was there before is left alone."""
+    import pandas as pd
+
+    csv = tmp_path / "one.csv"
+    pd.DataFrame({"image": [str(p) for p in sorted(data.rglob("syn*.jpg"))[:4]], "label": "nevus"}).to_csv(csv)
+    err = one_line_error(capsys, train.main, tiny(csv, tmp_path / "run"), "dermo train")
+    assert "class" in err and not (tmp_path / "run").exists()
+    monkeypatch.chdir(tmp_path)
+    argv = [a for a in tiny(csv, "x") if a not in ("--out", "x")]
+    one_line_error(capsys, train.main, argv, "dermo train")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    (tmp_path / "mine").mkdir()
+    one_line_error(capsys, train.main, tiny(csv, tmp_path / "mine"), "dermo train")
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_train_missing_data(tmp_path, capsys):
     err = one_line_error(capsys, train.main, ["--out", tmp_path / "run"], "dermo train")
     assert "--data is required (or --demo, or --resume --out RUN)" in err

@@ -3,13 +3,16 @@
     stratified_folds(samples, k, seed, source, column)         seeded stratified (group) k-fold numbers
     group_split(samples, val_fraction, seed, source, column)   a seeded stratified group split
     check_groups_apart(train, val, source, column)             a CSV `split` column must keep groups apart
+    ungrouped_ids_note(csv)                                    a note when a CSV's lesion/patient ids would be ignored
 
 Samples are dermo.data.datasets.Sample (used through .path, .label, .group). An image without a group value
 (group None) is its own group.
 """
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -78,3 +81,28 @@ def check_groups_apart(train, val, source, column: str) -> None:
         raise DataError(f"{source}: {len(both)} group(s) of column '{column}' have images in both train and "
                         f"val ({shown}); put each group on one side in the split column, or drop the split "
                         "column to let --group-column make the split")
+
+
+ID_COLUMN = re.compile(r"lesion|patient", re.IGNORECASE)
+
+
+def ungrouped_ids_note(data) -> str | None:
+    """For a CSV without a split column whose lesion/patient-id column (a name containing "lesion" or "patient")
+    repeats ids, split without --group-column: a note that the per-image split can put one lesion on both sides
+    (None otherwise)."""
+    import pandas as pd
+
+    path = Path(data) if data else None
+    if path is None or path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype=str)
+    if "split" in df.columns:
+        return None
+    for column in df.columns:
+        if ID_COLUMN.search(str(column)):
+            shared = int(df[column].dropna().duplicated(keep=False).sum())
+            if shared:
+                return (f"note: {path.name} has a column {column!r} whose ids repeat ({shared} images share an id), "
+                        f"but the split is per image, so one lesion can be on both sides; pass --group-column "
+                        f"{column} to keep each on one side")
+    return None

@@ -4,7 +4,6 @@ training lesion, the run's --group-column) (docs/method.md §8, §9).
 
     recorded_samples(run, split, on_bad, log)    the run's split.csv rows of `split` (old runs: rebuilt)
     training_set(run, log)                       what the run trained on: paths, digests, groups (None: unknown)
-    training_paths(run, log)                     resolved paths the run trained on (None: unknown)
     held_out(samples, trained, where, split, fix, drop, log, data)
                                                  the samples no model trained on: one refusal line, or with
                                                  drop=True the others kept and the dropped ones counted
@@ -80,19 +79,13 @@ def training_set(run: Run, log=print) -> TrainingSet | None:
                        frozenset(g for g in groups if g), run.config.group_column)
 
 
-def training_paths(run: Run, log=print) -> set[str] | None:
-    """Resolved paths of the images `run` trained on (None: unknown)."""
-    trained = training_set(run, log)
-    return None if trained is None else set(trained.paths)
-
-
 def data_groups(data, column: str) -> dict[str, str] | None:
     """{resolved image path: group id} from the CSV `data`'s `column`; None for a folder or a CSV without it."""
     if data is None or Path(data).is_dir() or Path(data).suffix.lower() != ".csv":
         return None
-    df = read_manifest(data)
-    if column not in df.columns:
+    if column not in pd.read_csv(data, nrows=0).columns:
         return None
+    df = read_manifest(data, group_column=column)                       # ids as text: "007" stays "007"
     return {str(Path(p).resolve()): str(g).strip() for p, g in zip(df["image"], df[column])
             if not pd.isna(g) and str(g).strip()}
 

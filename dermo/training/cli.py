@@ -12,10 +12,12 @@ curves.png; evaluate it with `dermo evaluate --run RUN`.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from dermo.console import given_options, parser
+from dermo.data.imageio import BadInputError
 from dermo.errors import DermoError, run_cli
 from dermo.run.config import TrainConfig, add_train_arguments, check_config, config_from_args
 
@@ -156,7 +158,17 @@ def main(argv=None, prog: str = PROG) -> int:
         cfg = resolve_config(args)                  # options checked before TensorFlow is imported
         from dermo.training.trainer import train
 
-        train(cfg, started=started)
+        out = Path(cfg.out)
+        existed = out.exists()
+        try:
+            train(cfg, started=started)
+        except DermoError as e:
+            if not existed and not (out / "backup").exists():
+                shutil.rmtree(out, ignore_errors=True)       # nothing trained: no half-made run folder left
+            if isinstance(e, BadInputError) and cfg.on_bad_image != "skip":
+                raise BadInputError(e.path, f"{e.problem}; pass --on-bad-image skip to skip (and list) such "
+                                            "files") from None
+            raise
         return 0
 
     return run_cli(run, prog)

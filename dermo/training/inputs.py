@@ -6,6 +6,7 @@ import numpy as np
 
 from dermo.data.datasets import Dataset, load_dataset
 from dermo.data.duplicates import check_duplicates
+from dermo.data.groups import ungrouped_ids_note
 from dermo.data.metadata import MetaEncoding, fit_encoding
 from dermo.errors import DermoError
 from dermo.pipeline.prepare import prepare, settings_for
@@ -21,6 +22,9 @@ def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list,
     ds = load_dataset(cfg.data, cfg.task, cfg.label_column, cfg.seed, cfg.val_fraction, cfg.on_bad_image,
                       cfg.group_column, meta_column_list(cfg.meta_columns))
     check_classes_present(cfg, ds, log)
+    hint = None if cfg.group_column else ungrouped_ids_note(cfg.data)
+    if hint:
+        log(hint)
     duplicates = check_duplicates(ds, cfg.allow_duplicates)      # before any preprocessing
     record_split(run_dir or cfg.run_dir, ds, cfg.resume)           # split.csv, also for interrupted runs
     if duplicates:
@@ -39,6 +43,9 @@ def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list,
     if not train_items or not val_items:
         raise TrainingError(f"{cfg.data}: no usable {'training' if not train_items else 'validation'} "
                             "images left")
+    if bad_train or bad_val:                 # skipped files can empty a class the check above still saw
+        check_classes_present(cfg, ds, log, {"train": [it.label for it in train_items],
+                                             "val": [it.label for it in val_items]}, " after skipping bad files")
     return ds, train_items, val_items
 
 
@@ -46,15 +53,18 @@ EVERY_CLASS_MONITORS = ("val_auc", "val_balanced_accuracy", "val_counterfactual_
                         "val_worst_accuracy")
 
 
-def check_classes_present(cfg: TrainConfig, ds: Dataset, log=print) -> None:
+def check_classes_present(cfg: TrainConfig, ds: Dataset, log=print, labels: dict | None = None,
+                          when: str = "") -> None:
     """A class without training images cannot be learnt (refused); one without validation images is said in a
-    note, and refused with a monitor that needs every class (AUC is undefined, balanced accuracy ignores it)."""
+    note, and refused with a monitor that needs every class (AUC is undefined, balanced accuracy ignores it).
+    `labels` {split: class ids}: the images left (default: the data set's); `when` says what left them."""
     for split in ("train", "val"):
-        counts = np.bincount([s.label for s in ds.split(split)], minlength=ds.num_classes)
+        ids = labels[split] if labels is not None else [s.label for s in ds.split(split)]
+        counts = np.bincount(ids, minlength=ds.num_classes)
         absent = [c for c, n in zip(ds.classes, counts) if n == 0]
         if not absent:
             continue
-        what = f"{cfg.data}: the {split} split has no image of class {', '.join(absent)}"
+        what = f"{cfg.data}: the {split} split has no image of class {', '.join(absent)}{when}"
         if split == "train":
             raise TrainingError(f"{what}; every class needs training images")
         if cfg.monitor in EVERY_CLASS_MONITORS:
