@@ -48,8 +48,8 @@ def main(argv=None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"{usage()}\ndermo: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)}",
-              file=sys.stderr)
+        print(f"dermo: error: unknown command {name!r}; choose one of {', '.join(COMMANDS)} (`dermo --help` says "
+              "what each does)", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     return module.main(rest, prog=f"dermo {name}")

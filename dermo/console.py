@@ -1,6 +1,7 @@
 """What a user of the commands sees on the terminal: help that shows every default, the options given on the
 command line, and quiet libraries (stage 0: no TensorFlow, Keras or NumPy import here).
 
+    parser(prog, doc)        the commands' argparse parser: HelpFormatter, and a mistake answered in one line
     HelpFormatter            argparse formatter: the module docstring as written, "(default: X)" after each help
     given_options(p, argv)   the dests the user typed (not defaults): --resume compares only these
     quiet_backend_logs()     before TensorFlow is imported: its C++ start-up lines off (all of them, the cuInit
@@ -34,8 +35,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {action.default})".strip()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A mistake on the command line is one line — what is wrong and where the options are listed — not the
+    usage block first (argparse's own error() prints up to 34 lines of usage before the message)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=HelpFormatter)
+    return OneLineParser(prog=prog, description=doc, formatter_class=HelpFormatter)
 
 
 def given_options(p: argparse.ArgumentParser, argv) -> set[str]:

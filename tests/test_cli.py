@@ -71,14 +71,21 @@ def test_dermo_lists_its_commands_and_refuses_an_unknown_one(capsys):
     listing = capsys.readouterr().out
     assert all(f"  {name} " in listing for name in COMMANDS)
     assert dermo(["trian"]) == 2
-    assert capsys.readouterr().err.strip().endswith("dermo: error: unknown command 'trian'; choose one of "
-                                                    + ", ".join(COMMANDS))
+    assert capsys.readouterr().err.strip() == ("dermo: error: unknown command 'trian'; choose one of "
+                                               + ", ".join(COMMANDS) + " (`dermo --help` says what each does)")
 
 
 @pytest.mark.parametrize("argv, expected", [
     (["train", "--backbone", "B9", "--data", "x"], "dermo train: error: unknown backbone 'B9'"),
     (["train", "--image-size", "0", "--data", "x"], "dermo train: error: --image-size 0 is below the minimum 32"),
     (["train", "--epochs", "0", "--data", "x"], "dermo train: error: --epochs 0: train for at least 1 epoch"),
+    # a parser mistake: the one line, not the usage block before it
+    (["train", "--epochs", "abc"], "dermo train: error: argument --epochs: invalid int value: 'abc' (`dermo train "
+                                   "--help` lists the options)"),
+    (["evaluate", "--run", "runs/nothere"], "dermo evaluate: error: runs/nothere: run folder not found"),
+    (["evaluate", "--run", "README.md", "--tta", "0"], "dermo evaluate: error: --tta 0: use 1 (none) to 8"),
+    (["evaluate", "--run", "tests/conftest.py"], "dermo evaluate: error: tests/conftest.py: run folder not found"),
+    (["evaluate", "--model", "gone.keras"], "dermo evaluate: error: gone.keras: model file not found"),
 ])
 def test_option_mistakes_are_answered_before_tensorflow_is_imported(argv, expected):
     """A fresh process: the one error line comes before TensorFlow is imported (well under a second here)."""

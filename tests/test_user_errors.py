@@ -117,6 +117,19 @@ def test_a_failed_training_leaves_no_run_folder_behind(data, tmp_path, capsys, m
     assert (tmp_path / "mine").is_dir()
 
 
+def test_offline_imagenet_download_is_refused_before_any_preprocessing(data, tmp_path, capsys, monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    err = one_line_error(capsys, train.main, tiny(data, tmp_path / "run", "--weights", "imagenet", "--cache-dir",
+                                                  tmp_path / "cache"), "dermo train")
+    assert err.startswith("could not download the imagenet weights for B0. Offline: fetch")
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()      # nothing preprocessed
+
+
 def test_train_missing_data(tmp_path, capsys):
     err = one_line_error(capsys, train.main, ["--out", tmp_path / "run"], "dermo train")
     assert "--data is required (or --demo, or --resume --out RUN)" in err
@@ -126,7 +139,7 @@ def test_train_missing_data(tmp_path, capsys):
 
 def test_train_resume_mistakes(data, tmp_path, capsys):
     err = one_line_error(capsys, train.main, ["--resume", "--data", data], "dermo train")
-    assert "--resume needs --out RUN" in err
+    assert "--resume needs the run folder to continue: --resume RUN (or --resume --out RUN)" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     for out in (empty, tmp_path / "missing"):
@@ -227,6 +240,22 @@ def test_evaluate_source_mistakes(data, fake_model, tmp_path, capsys):
     err = one_line_error(capsys, evaluate.main, ["--model", tmp_path, "--task", "binary", "--data", data],
                          "dermo evaluate")
     assert "is a folder, not a model file (evaluate a run folder with --run)" in err
+    err = one_line_error(capsys, evaluate.main, ["--run", fake_model], "dermo evaluate")
+    assert err == f"{fake_model}: a model file, not a run folder; evaluate it with --model {fake_model}"
+
+
+def test_resume_takes_the_run_folder_as_its_value_and_the_demo_knows_its_own(tmp_path, monkeypatch):
+    from dermo.training.cli import parse_args, resolve_config
+
+    run = tmp_path / "r"
+    runs.write_json(run / runs.RESUME_CONFIG, json.loads(TrainConfig(data=str(tmp_path), image_size=SIZE).to_json()))
+    cfg = resolve_config(parse_args(["--resume", str(run)]))
+    assert cfg.resume is True and cfg.out == str(run) and cfg.image_size == SIZE
+    with pytest.raises(Exception, match="name two run folders"):
+        resolve_config(parse_args(["--resume", str(run), "--out", str(tmp_path / "other")]))
+    monkeypatch.chdir(tmp_path)
+    runs.write_json(tmp_path / "runs" / "demo" / runs.RESUME_CONFIG, json.loads(TrainConfig(data="d").to_json()))
+    assert resolve_config(parse_args(["--demo", "--resume"])).out == "runs/demo"
 
 
 def test_a_val_split_without_a_class_is_said_and_refused_for_monitors_that_need_every_class(data, tmp_path, capsys):

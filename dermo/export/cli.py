@@ -210,6 +210,9 @@ def main(argv=None, prog: str = PROG) -> int:
     args = parse_args(argv, prog)
 
     def body() -> int:
+        source = Path(args.run or args.model)
+        if not source.exists():                  # answered before TensorFlow is imported
+            raise ExportError(f"{source}: {'run folder' if args.run else 'model file'} not found")
         export(args)
         return 0
 

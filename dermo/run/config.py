@@ -204,8 +204,8 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
     run = p.add_argument_group("run")
     run.add_argument("--out", help=out_help or "run folder (default: runs/<task>-<backbone>-<time>; --demo: "
                                                "runs/demo)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out (interrupted, or finished with more --epochs)")
+    run.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                     help="continue the run in RUN or --out (interrupted, or finished with more --epochs)")
     run.add_argument("--workers", type=int, default=d.workers,
                      help="image decoding/augmentation processes (1: in the training process)")
     run.add_argument("--strategy", choices=["auto", "mirrored", "multiworker"], default=d.strategy,
@@ -296,4 +296,10 @@ def checked_meta_columns(text: str | None) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig.from_dict(vars(args))
+    values = dict(vars(args))
+    if isinstance(values.get("resume"), str):                 # --resume RUN: the same as --resume --out RUN
+        if values.get("out") and Path(values["out"]) != Path(values["resume"]):
+            raise ConfigError(f"--resume {values['resume']} and --out {values['out']} name two run folders; "
+                              "give the one to continue")
+        values["out"], values["resume"] = values["resume"], True
+    return TrainConfig.from_dict(values)

@@ -2,7 +2,7 @@
 
     dermo train --demo                                  # generated demo data, ~2 min on 2 CPU cores
     dermo train --task binary --data DATA --backbone B0 --weights imagenet --out runs/b0
-    dermo train --resume --out runs/b0                  # continue an interrupted run
+    dermo train --resume runs/b0                        # continue an interrupted run (= --resume --out runs/b0)
     dermo train --resume --out runs/b0 --epochs 80      # train a run (finished or not) for longer
     (python3 train.py ... is the same command)
 
@@ -98,8 +98,10 @@ def resolve_config(args: argparse.Namespace, log=print) -> TrainConfig:
         defaults = vars(build_parser().parse_args([]))
         given = {k for k, v in vars(args).items() if v != defaults.get(k)}
     cfg = config_from_args(args)
+    if cfg.resume and not cfg.out and args.demo:
+        cfg.out = "runs/demo-real" if args.demo == "real" else "runs/demo"     # where the demo wrote its run
     if cfg.resume and not cfg.out:
-        raise DermoError("--resume needs --out RUN, the run folder to continue")
+        raise DermoError("--resume needs the run folder to continue: --resume RUN (or --resume --out RUN)")
     if cfg.resume and not (Path(cfg.out) / runs.RESUME_CONFIG).exists():
         raise DermoError(f"{cfg.out}: nothing to resume (no {runs.RESUME_CONFIG}: not a run folder of "
                          "dermo train); start without --resume")

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from dermo.model.backbones import check_image_size, check_weights, get_backbone
+from dermo.model.backbones import check_image_size, check_weights, download_imagenet, get_backbone
 from dermo.model.cam_model import CAMModel
 from dermo.pipeline.batches import LesionBatches
 from dermo.run import folder as runs
@@ -71,7 +71,8 @@ def check_setup(cfg: TrainConfig) -> None:
                             f"KERAS_BACKEND={keras.backend.backend()} train on one device (--strategy auto)")
     spec = get_backbone(cfg.backbone)
     check_image_size(spec, cfg.image_size)
-    check_weights(cfg.weights, spec)
+    if check_weights(cfg.weights, spec) == "imagenet" and spec.lite is None:
+        download_imagenet(spec)            # now, not after every image is preprocessed: offline is one line at once
 
 
 def prepare_run_dir(cfg: TrainConfig, worker: Worker = SINGLE) -> Path:
