@@ -117,6 +117,15 @@ def test_a_file_that_disagrees_with_the_keras_model_is_refused(exported):
         cli.check({"probs": 2e-4, "cams": 0.0}, ref, "onnx")
 
 
+def test_an_earlier_export_with_other_outputs_is_not_replaced(exported, capsys):
+    before = (exported["out"] / "model.tflite").read_bytes()
+    msg = one_line_error(capsys, cli.main, ["--run", exported["run"], "--format", "tflite"], PROG)
+    assert msg.startswith(f"{exported['out'] / 'model.tflite'} was exported with --with-cams (outputs cams, probs); "
+                          "this export's outputs are probs: export it with --with-cams to replace it alike, or write "
+                          "to another --out")
+    assert (exported["out"] / "model.tflite").read_bytes() == before
+
+
 def test_missing_converter_and_bad_run_are_one_line(exported, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(formats.NEEDS, "onnx", ("tf2onnx", "no_such_converter_pkg"))
     msg = one_line_error(capsys, cli.main, ["--run", exported["run"], "--format", "onnx"], PROG)

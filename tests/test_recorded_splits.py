@@ -140,6 +140,11 @@ def test_model_file_inside_a_run_folder_is_that_runs_model(kit, tmp_path, capsys
     err = one_line_error(capsys, evaluate.main, ["--model", kit["root"] / "bare.keras", "--task", "binary"],
                          "dermo evaluate")
     assert err.startswith(f"{kit['root'] / 'bare.keras'}: not inside a run folder")
+    # a copy outside its run folder cannot know its training images: scored, with a note saying so
+    out = run(capsys, evaluate.main, "--model", kit["root"] / "bare.keras", "--task", "binary", "--data",
+              kit["data"], "--out", tmp_path / "bare")
+    assert (f"note: {kit['root'] / 'bare.keras'} is not in a run folder; its training images are unknown, so whether "
+            "it trained on these images is not checked") in out
 
 
 @pytest.fixture(scope="module")

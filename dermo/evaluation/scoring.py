@@ -81,6 +81,9 @@ def labelled_samples(args, source, log=print):
                            "purpose", args.drop_training_images, log, data=args.data)
         if not samples:
             raise EvaluationError(f"{args.data}: every image was used in training by {run.path}")
+    elif run is None:
+        log(f"note: {source.spec} is not in a run folder; its training images are unknown, so whether it trained "
+            f"on these images is not checked (evaluate it with --run RUN to have them refused)")
     which = f"its {args.split} split" if ds.given_split else "whole: it has no train/val split"
     log(f"scoring {len(samples)} images of {args.data} ({which})")
     return samples, classes, ds.source, list(ds.skipped), not ds.given_split

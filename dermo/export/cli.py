@@ -91,6 +91,24 @@ def differences(ref: dict, got: dict) -> dict:
     return diff
 
 
+def keep_earlier_exports(out: Path, fmts: list[str], args) -> None:
+    """An earlier export in `out` is replaced only by one with the same outputs: re-exporting with or without
+    --with-cams would otherwise silently change what a user's app reads from that file."""
+    import json
+
+    wanted = ["probs"] + (["cams"] if args.with_cams else [])
+    for fmt in fmts:
+        sidecar = out / f"{artefact_name(fmt, args.quantize)}.json"
+        if not sidecar.exists():
+            continue
+        earlier = sorted(json.loads(sidecar.read_text()).get("outputs", {}))
+        if earlier != sorted(wanted):
+            flag = "with --with-cams" if "cams" in earlier else "without --with-cams"
+            raise ExportError(f"{sidecar.with_suffix('')} was exported {flag} (outputs {', '.join(earlier)}); this "
+                              f"export's outputs are {', '.join(wanted)}: export it {flag} to replace it alike, or "
+                              "write to another --out")
+
+
 def representative_images(predictor, run_dir, n: int = REPRESENTATIVE_IMAGES) -> np.ndarray:
     """n images (seed 0) of the run's training split after its preprocessing: (n,S,S,3) float32 0..255."""
     from dermo.run.splits import training_paths
@@ -179,6 +197,7 @@ def export(args, log=print) -> dict[str, dict]:
                           "export its run folder with --run")
     predictor = predictor_for(source, source.classes)
     out = Path(args.out) if args.out else (source.run.path if source.run else source.model_path.parent) / "export"
+    keep_earlier_exports(out, fmts, args)
     x = check_images(predictor)
     ref = reference(predictor, x, args.with_cams)
     out.mkdir(parents=True, exist_ok=True)
