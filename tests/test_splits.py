@@ -179,3 +179,19 @@ def test_a_repeating_lesion_id_column_split_per_image_gets_a_note(tmp_path):
     pd.read_csv(csv, dtype=str).assign(Lesion_ID="7", split=["train", "val", "train"]).to_csv(csv, index=False)
     assert ungrouped_ids_note(csv) is None                                   # the user's own split
     assert ungrouped_ids_note(tmp_path) is None                              # a folder
+
+
+def test_a_split_too_fine_for_a_small_class_names_val_fraction_not_folds(tmp_path):
+    """The train/val split (also a cross-validation's inner split) is one fold of round(1 / --val-fraction): a class
+    with fewer images than that is answered with the option that sets it."""
+    from dermo.data.datasets import Sample
+    from dermo.data.groups import group_split, stratified_folds
+
+    samples = [Sample(f"{i}.jpg", int(i >= 20)) for i in range(23)]          # class 1: 3 images
+    with pytest.raises(DataError, match=r"fewer than the 5 folds; use a larger --val-fraction \(now 0.2: 1 in 5 "
+                                        r"images is held out\)$"):
+        group_split(samples, 0.2, 0, "m.csv", None)
+    with pytest.raises(DataError, match="fewer than the 5 folds; use fewer folds$"):
+        stratified_folds(samples, 5, 0, "m.csv")
+    train, val = group_split(samples, 0.34, 0, "m.csv", None)                 # 3 folds: fine
+    assert len(train) + len(val) == 23

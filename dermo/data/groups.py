@@ -25,7 +25,8 @@ def group_keys(samples) -> list[str]:
     return [s.group if s.group is not None else f"\0{s.path}" for s in samples]
 
 
-def stratified_folds(samples, n_splits: int, seed: int, source, column: str | None = None) -> np.ndarray:
+def stratified_folds(samples, n_splits: int, seed: int, source, column: str | None = None,
+                     fix: str = "use fewer folds") -> np.ndarray:
     """Fold number (N,) of each sample in a seeded stratified k-fold, grouped by `column`'s values when
     given (samples' .group; no group on two folds), else per image (StratifiedKFold, shuffled by `seed`).
 
@@ -38,14 +39,14 @@ def stratified_folds(samples, n_splits: int, seed: int, source, column: str | No
     if column is None:
         if np.bincount(labels).min() < n_splits:
             raise DataError(f"{source}: the smallest class has {np.bincount(labels).min()} image(s), fewer "
-                            f"than the {n_splits} folds; use fewer folds")
+                            f"than the {n_splits} folds; {fix}")
         splitter = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(labels, labels)
     else:
         keys = group_keys(samples)
         names, inverse = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
         if len(names) < n_splits:
             raise DataError(f"{source}: only {len(names)} group(s) in column '{column}'; {n_splits} folds "
-                            "need at least as many (use fewer folds, a larger --val-fraction, or a split column)")
+                            f"need at least as many ({fix}, or a split column)")
         codes = np.random.default_rng(seed).permutation(len(names))[inverse]
         splitter = StratifiedGroupKFold(n_splits).split(labels, labels, codes)
     folds = np.full(len(samples), -1)
@@ -63,7 +64,9 @@ def stratified_folds(samples, n_splits: int, seed: int, source, column: str | No
 def group_split(samples, val_fraction: float, seed: int, source, column: str):
     """(train, val), each sorted by path: one fold of a stratified group k-fold (stratified_folds) with
     n_splits = round(1 / val_fraction) (at least 2) as val, so the val share is about 1/n_splits."""
-    folds = stratified_folds(samples, max(2, round(1 / val_fraction)), seed, source, column)
+    n = max(2, round(1 / val_fraction))
+    fix = f"use a larger --val-fraction (now {val_fraction:g}: 1 in {n} images is held out)"
+    folds = stratified_folds(samples, n, seed, source, column, fix)
     train = sorted((s for s, f in zip(samples, folds) if f != 0), key=lambda s: s.path)
     val = sorted((s for s, f in zip(samples, folds) if f == 0), key=lambda s: s.path)
     if not train or not val:
