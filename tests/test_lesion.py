@@ -192,7 +192,7 @@ def test_segment_lesion_traces_the_pigment_edge_of_generated_images(seed):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_generated_mask_covers_the_lesion_with_the_experts_margin(seed):
-    # the default grows the traced edge by GROW (the margin fitted to HAM10000's expert masks): the whole drawn
+    # the default grows the traced edge by GROW (a margin experts draw outside the pigment edge): the whole drawn
     # lesion is inside, and the ring added is about GROW * short side wide (its area over the lesion's perimeter)
     img, les, vig, _ = synth(10 + seed, cast=(1.0, 0.95, 1.1))
     _, mask = preprocess_image(img, 300)
@@ -203,6 +203,38 @@ def test_generated_mask_covers_the_lesion_with_the_experts_margin(seed):
     ring = (m & ~l).sum() / perimeter
     assert 0.5 * GROW * 300 <= ring <= 2 * GROW * 300
     assert not m[vig].any()
+
+
+def test_mask_grow_sets_the_width_of_the_generated_masks_margin():
+    """--mask-grow g: the ring outside the drawn lesion is g x the short side wide (area / perimeter), as the
+    segmentation's 160-px working copy can dilate: round(g * 160) px there, x 300/160 here, within 2 px (the final
+    contour smoothing); 0 traces the edge itself."""
+    img, les, _, _ = synth(12, cast=(1.0, 0.95, 1.1))
+    perimeter = cv2.arcLength(max(cv2.findContours(les.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                                   cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea), True)
+    rings = {}
+    for g in (0.0, 0.015, 0.05):
+        _, mask = preprocess_image(img, 300, mask_grow=g)
+        rings[g] = ((mask > 0) & ~les).sum() / perimeter
+    assert rings[0.0] < 2                                      # the pigment edge (blur and noise only)
+    for g in (0.015, 0.05):
+        assert abs(rings[g] - rings[0.0] - round(g * 160) * 300 / 160) <= 2, rings
+    assert GROW == 0.015
+
+
+def test_mask_grow_travels_with_the_run_and_keys_the_cache():
+    from dermo.preprocessing.cache import LEGACY_GROW, PreprocessSettings
+    from dermo.run.config import TrainConfig
+    from dermo.training.cli import parse_args, resolve_config
+    from dermo.training.finish import model_contract
+
+    cfg = resolve_config(parse_args(["--data", str(Path(__file__)), "--mask-grow", "0.05", "--out", "x"]))
+    assert cfg.mask_grow == 0.05 and model_contract(cfg, ["a", "b"])["preprocessing"]["mask_grow"] == 0.05
+    # a run saved before the option was made with 0.03, and its cache entries keep their keys
+    assert TrainConfig.from_dict({"image_size": 64}).mask_grow == LEGACY_GROW == 0.03
+    assert PreprocessSettings(mask_grow=0.03).key() == "5c3a5bdbbae0"          # the key before the option
+    keys = {PreprocessSettings(mask_grow=g).key() for g in (0.0, 0.015, 0.03)}
+    assert len(keys) == 3
 
 
 def test_segment_lesion_large_dark_lesion_touching_vignette_corner_is_not_vignette():

@@ -63,7 +63,8 @@ def test_contract_travels_inside_the_model_files(tiny_run, name):
     path = tiny_run / name
     c = read_contract(path)
     assert c["classes"] == CLASSES and c["image_size"] == 64 and c["backbone"] == "B0"
-    assert c["preprocessing"] == {"hair": True, "color": True, "color_region": "fov", "p": 6, "cache_size": 74}
+    assert c["preprocessing"] == {"hair": True, "color": True, "color_region": "fov", "mask_grow": 0.015, "p": 6,
+                                  "cache_size": 74}
     if name.endswith(".keras"):                                  # readable without dermo
         raw = json.loads(zipfile.ZipFile(path).read("dermo.json"))
     else:

@@ -37,6 +37,7 @@ from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.features import FEATURE_NAMES, WORK_SIZE, extract_features
 from dermo.preprocessing.color import REGIONS
+from dermo.preprocessing.segment import GROW
 from dermo.run.config import checked_meta_columns
 
 PROG = "dermo ml"
@@ -178,6 +179,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                          f"are computed with the shorter side at {WORK_SIZE} px")
     ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
     ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
+    ap.add_argument("--mask-grow", type=float, default=GROW,
+                    help="margin of the generated lesion masks, a fraction of the shorter side (as dermo train)")
     ap.add_argument("--color-region", choices=REGIONS, default="fov",
                     help="where Shades of Gray estimates the illuminant: the field of view, or the skin outside "
                          "the lesion without saturated or strongly coloured pixels")
@@ -216,7 +219,7 @@ def run(args) -> int:
         raise DataError(f"{args.data}: the validation split is empty")
     out = Path(args.out or f"runs/ml-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
     settings = settings_for(args.image_size, hair=not args.no_hair, color=not args.no_color,
-                            color_region=args.color_region)
+                            color_region=args.color_region, mask_grow=args.mask_grow)
     train = _prepare_split(ds.train, settings, args, "train")
     val = _prepare_split(ds.val, settings, args, "val")
     t0 = time.perf_counter()

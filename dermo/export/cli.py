@@ -162,7 +162,8 @@ def sidecar(source, predictor, fmt: str, ref: dict, diff: dict, tol: dict, x: np
                       "dtype": "float32", "meaning": "RGB 0..255 after dermo's preprocessing, resized to "
                       "image_size x image_size (INTER_AREA); normalisation is inside the model"},
             "preprocessing": {"hair": predictor.hair, "color": predictor.color,
-                              "color_region": predictor.color_region, "p": settings.p, "cache_size": settings.size,
+                              "color_region": predictor.color_region, "mask_grow": predictor.mask_grow, "p": settings.p,
+                              "cache_size": settings.size,
                               "steps": "field of view, hair removal (hair), Shades of Gray colour constancy with "
                                        "Minkowski p (color) estimated over color_region (fov: the field of view; "
                                        "skin: outside the lesion), shorter side cache_size; docs/method.md §2"},

@@ -34,7 +34,9 @@ from dermo.pipeline.prepare import prepare, settings_for
 from dermo.predict.loading import (PredictError, load_model_safely, model_image_size, model_meta_width,
                                    model_num_classes)
 from dermo.predict.predictions import PREVIEW, BatchPredictor, Predictions, pad_batch, predict_items
+from dermo.preprocessing.cache import LEGACY_GROW
 from dermo.preprocessing.image import preprocess_image
+from dermo.preprocessing.segment import GROW
 from dermo.run.contract import read_contract
 from dermo.run.folder import load_run
 
@@ -78,13 +80,14 @@ class Predictor:
 
     def __init__(self, model, classes: list[str], hair: bool = True, color: bool = True, cache_dir=None,
                  batch_size: int = 16, source: str = "", temperature: float = 1.0,
-                 meta: MetaEncoding | dict | None = None, color_region: str = "fov"):
+                 meta: MetaEncoding | dict | None = None, color_region: str = "fov", mask_grow: float = GROW):
         self.model = model
         self.meta = MetaEncoding.from_dict(meta) if isinstance(meta, dict) else meta   # None: image only
         self.temperature = float(temperature)          # calibration: probabilities softmax(log p / T)
         self.classes = list(classes)
         self.image_size = model_image_size(model)
         self.hair, self.color, self.color_region = bool(hair), bool(color), str(color_region)
+        self.mask_grow = float(mask_grow)
         self.cache_dir = cache_dir
         self.batch_size = int(batch_size)
         self.source = str(source)
@@ -112,6 +115,7 @@ class Predictor:
         kwargs.setdefault("hair", pre.get("hair", True))
         kwargs.setdefault("color", pre.get("color", True))
         kwargs.setdefault("color_region", pre.get("color_region", "fov"))     # files from before the option: fov
+        kwargs.setdefault("mask_grow", pre.get("mask_grow", LEGACY_GROW))   # ... and their masks' margin
         kwargs.setdefault("temperature", contract.get("temperature", 1.0))
         kwargs.setdefault("meta", contract.get("meta"))
         return cls(model, classes, source=str(path), **kwargs)
@@ -131,7 +135,8 @@ class Predictor:
     @property
     def settings(self):
         """The preprocessing settings (dermo.preprocessing.cache.PreprocessSettings) of this model."""
-        return settings_for(self.image_size, hair=self.hair, color=self.color, color_region=self.color_region)
+        return settings_for(self.image_size, hair=self.hair, color=self.color, color_region=self.color_region,
+                            mask_grow=self.mask_grow)
 
     def prepare(self, samples: list[Sample], on_bad: str = "error"):
         """Samples -> (cached Prepared items, skipped lines), with this model's preprocessing."""
@@ -176,7 +181,7 @@ class Predictor:
                 img = to_uint8_rgb(np.asarray(im), f"array[{i}]", order="RGB")
                 given = None if masks[i] is None else (np.asarray(masks[i]) > 0).astype(np.uint8) * 255
                 img, mask = preprocess_image(img, self.settings.size, self.hair, self.color, given,
-                                             color_region=self.color_region)
+                                             color_region=self.color_region, mask_grow=self.mask_grow)
                 x, m = apply(transform, img, mask)
                 names.append(f"array[{i}]")
             xs.append(x)

@@ -19,8 +19,10 @@ from tqdm import tqdm
 from dermo.data import imageio
 from dermo.data.imageio import BadInputError
 from dermo.preprocessing.image import preprocess_image
+from dermo.preprocessing.segment import GROW
 
 VERSION = "2"        # bump whenever preprocess_image's output changes: old cache entries are then ignored
+LEGACY_GROW = 0.03   # the mask margin of every cache entry written before --mask-grow
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,15 @@ class PreprocessSettings:
     color: bool = True    # Shades-of-Gray colour constancy
     p: int = 6            # Minkowski norm of Shades of Gray
     color_region: str = "fov"   # where the illuminant is estimated: "fov" or "skin" (preprocessing.color)
+    mask_grow: float = GROW     # the generated lesion mask's margin (preprocessing.segment)
 
     def key(self) -> str:
         """Short hash of the settings and the algorithm VERSION."""
         fields = asdict(self)
         if fields["color_region"] == "fov":       # the key of every cache entry written before the option existed
             del fields["color_region"]
+        if fields["mask_grow"] == LEGACY_GROW:    # entries from before --mask-grow were made with 0.03
+            del fields["mask_grow"]
         text = json.dumps({"version": VERSION, **fields}, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -76,7 +81,7 @@ def _cached_preprocess(src, settings, cache_dir, mask_src) -> tuple[Path, Path, 
     img = imageio.read_image(src)
     given = None if mask_src is None else imageio.read_mask(mask_src, shape=img.shape[:2])
     out, mask = preprocess_image(img, settings.size, settings.hair, settings.color, given, settings.p,
-                                 settings.color_region)
+                                 settings.color_region, settings.mask_grow)
     imageio.write_png(mask_png, mask)
     imageio.write_png(img_png, out)
     return img_png, mask_png, True

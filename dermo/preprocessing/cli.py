@@ -21,6 +21,7 @@ from dermo.preprocessing.color import REGIONS
 from dermo.console import parser
 from dermo.errors import DermoError, run_cli
 from dermo.preprocessing.cache import PreprocessSettings, preprocess_many
+from dermo.preprocessing.segment import GROW
 
 PROG = "dermo preprocess"
 
@@ -69,6 +70,8 @@ def main(argv=None, prog: str = PROG) -> int:
     ap.add_argument("--size", type=int, default=PreprocessSettings.size, help="shorter side in px")
     ap.add_argument("--no-hair", action="store_true", help="skip hair removal")
     ap.add_argument("--no-color", action="store_true", help="skip Shades-of-Gray colour constancy")
+    ap.add_argument("--mask-grow", type=float, default=GROW,
+                    help="margin of the generated lesion masks, a fraction of the shorter side (as dermo train)")
     ap.add_argument("--color-region", choices=REGIONS, default="fov",
                     help="where Shades of Gray estimates the illuminant: the field of view, or the skin outside "
                          "the lesion without saturated or strongly coloured pixels")
@@ -86,7 +89,7 @@ def main(argv=None, prog: str = PROG) -> int:
 def _run(args) -> int:
     t0 = time.perf_counter()
     settings = PreprocessSettings(size=args.size, hair=not args.no_hair, color=not args.no_color,
-                                  color_region=args.color_region)
+                                  color_region=args.color_region, mask_grow=args.mask_grow)
     try:
         if not args.input.exists():
             raise BadInputError(args.input, "INPUT not found")

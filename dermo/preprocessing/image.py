@@ -16,12 +16,12 @@ from dermo.preprocessing.color import REGIONS, shades_of_gray, skin_region
 from dermo.preprocessing.fov import field_of_view
 from dermo.preprocessing.hair import remove_hair
 from dermo.preprocessing.morphology import resize_short
-from dermo.preprocessing.segment import segment_lesion
+from dermo.preprocessing.segment import GROW, segment_lesion
 
 
 def preprocess_image(img: np.ndarray, size: int, hair: bool = True, color: bool = True,
                      given_mask: np.ndarray | None = None, p: int = 6,
-                     color_region: str = "fov") -> tuple[np.ndarray, np.ndarray]:
+                     color_region: str = "fov", mask_grow: float = GROW) -> tuple[np.ndarray, np.ndarray]:
     """uint8 RGB (H, W, 3) -> (uint8 RGB (h, w, 3), uint8 mask (h, w) {0, 255}), min(h, w) == size.
 
     field of view -> hair removal -> Shades of Gray (Minkowski p) -> lesion mask, then the shorter
@@ -31,6 +31,7 @@ def preprocess_image(img: np.ndarray, size: int, hair: bool = True, color: bool 
     replaces the segmentation and is resized with nearest neighbour. `color_region`: where Shades of Gray
     estimates the illuminant, "fov" (the whole field of view) or "skin" (color.skin_region: outside the given
     mask, or outside a first segmentation of the uncorrected image, without saturated or strongly coloured pixels).
+    `mask_grow`: the generated mask's margin (segment_lesion's grow, a fraction of the shorter side).
     """
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB (H, W, 3), got {img.dtype} {img.shape}")
@@ -43,7 +44,7 @@ def preprocess_image(img: np.ndarray, size: int, hair: bool = True, color: bool 
     if color:
         region = fov
         if color_region == "skin":
-            lesion = (segment_lesion(work, fov) > 0 if given_mask is None else
+            lesion = (segment_lesion(work, fov, mask_grow) > 0 if given_mask is None else
                       cv2.resize((given_mask > 0).astype(np.uint8), work.shape[1::-1],
                                  interpolation=cv2.INTER_NEAREST) > 0)
             region = skin_region(work, fov, lesion)
@@ -57,5 +58,5 @@ def preprocess_image(img: np.ndarray, size: int, hair: bool = True, color: bool 
     if given_mask is not None:
         mask = cv2.resize((given_mask > 0).astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_NEAREST)
     else:
-        mask = segment_lesion(work, fov)
+        mask = segment_lesion(work, fov, mask_grow)
     return work, mask

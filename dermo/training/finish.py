@@ -24,6 +24,7 @@ def model_contract(cfg: TrainConfig, classes: list[str]) -> dict:
     meta = {"meta": cfg.meta_encoding} if cfg.meta_encoding else {}
     return {**meta, "classes": list(classes), "task": cfg.task, "image_size": cfg.image_size,
             "preprocessing": {"hair": cfg.hair_removal, "color": cfg.color_constancy, "color_region": cfg.color_region,
+                              "mask_grow": cfg.mask_grow,
                               "p": settings_for(cfg.image_size).p,
                               "cache_size": settings_for(cfg.image_size).size},
             "input": "RGB float 0..255 (B,S,S,3) after the preprocessing; normalisation is inside the model",

@@ -30,7 +30,7 @@ def load_data(cfg: TrainConfig, log=print, run_dir=None) -> tuple[Dataset, list,
     if duplicates:
         log(f"note: {len(duplicates)} exact duplicate image pair(s) across train and val (--allow-duplicates)")
     settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy,
-                            color_region=cfg.color_region)
+                            color_region=cfg.color_region, mask_grow=cfg.mask_grow)
     log(f"data: {ds.source} — classes {ds.classes}, {len(ds.train)} train / {len(ds.val)} val images")
     log("preprocessing (cached; hair removal, colour constancy, lesion masks)…")
     train_items, bad_train = prepare(ds.train, settings, cfg.cache_dir, cfg.on_bad_image)
