@@ -20,7 +20,8 @@ cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
 classes = json.loads((run / "classes.json").read_text())["classes"]
 model = build_model(cfg, len(classes))
 model.load_weights(run / "best.weights.h5")
-settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy)
+settings = settings_for(cfg.image_size, hair=cfg.hair_removal, color=cfg.color_constancy,
+                        color_region=cfg.color_region, mask_grow=cfg.mask_grow)
 tr, _ = prepare(splits.split_samples(run, classes, "train"), settings)
 va, _ = prepare(splits.split_samples(run, classes, "val"), settings)
 order = np.random.default_rng(cfg.seed).permutation(len(tr))

@@ -26,3 +26,9 @@ def run_cli(fn, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        if e.name not in ("tensorflow", "jax"):
+            raise
+        print(f"{prog}: error: Keras' {e.name} backend is not installed: pip install 'dermo[tf]' (TensorFlow) or "
+              "'dermo[jax]' with KERAS_BACKEND=jax (or python3 -m pip install -r requirements.txt)", file=sys.stderr)
+        return 2

@@ -170,6 +170,15 @@ def cam_model64():
 # ---------------------------------------------------------------- helpers shared by several test modules
 # (plain functions: `from conftest import ...`)
 
+def rel_l2(a: list, b: list) -> float:
+    """||b − a|| / ||a|| over all arrays of the lists: one number per quantity, not the single worst of millions of
+    elements (tensors whose gradient is ~0 differ by up to 100 % between reduction orders or backends)."""
+    import numpy as np
+
+    num = sum(float(((np.asarray(y, np.float64) - x) ** 2).sum()) for x, y in zip(a, b))
+    return float(np.sqrt(num / sum(float((np.asarray(x, np.float64) ** 2).sum()) for x in a)))
+
+
 def one_line_error(capsys, main, argv, prog) -> str:
     """Run a CLI main in-process; assert exit 2 and exactly one '<prog>: error: ...' line on stderr, no
     traceback; return the message after the prefix."""

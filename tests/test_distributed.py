@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rel_l2
 
 ROOT = Path(__file__).resolve().parents[1]
 RHO, EPSILON, LR = 0.9, 1e-7, 1.0                       # dermo's Adadelta (keras' epsilon)
@@ -121,13 +122,6 @@ def test_two_replicas_log_the_same_losses_as_one(steps):
         assert np.isfinite(two[name]) and two[name] != 0, name        # every term active
         assert two[name] == pytest.approx(one[name], rel=1e-4), name        # measured ≤ 2.9e-6 (cskl)
     assert two["accuracy"] == one["accuracy"]
-
-
-def rel_l2(a: list, b: list) -> float:
-    """||b − a|| / ||a|| over all arrays: one number per quantity, not the single worst of ~4M elements (weights with
-    a near-zero gradient differ by up to 100 % between reduction orders)."""
-    num = sum(float(((np.asarray(y, np.float64) - x) ** 2).sum()) for x, y in zip(a, b))
-    return float(np.sqrt(num / sum(float((np.asarray(x, np.float64) ** 2).sum()) for x in a)))
 
 
 # Measured here (2 cores, 2026-12-06), 2 replicas vs 1: relative L2 difference of the first updates 4.3e-5 and of

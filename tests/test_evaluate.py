@@ -237,3 +237,27 @@ def test_run_folder_defaults_and_data_override(kit, keras_eval, capsys):
     rc, cap = run_eval(capsys, "--run", run, "--data", other)
     assert rc == 2 and cap.err.strip().count("\n") == 0
     assert "bcc, mel, scc" in cap.err and "nevus, others" in cap.err
+
+
+def test_an_evaluation_of_an_earlier_model_version_is_called_stale(kit, tmp_path, capsys):
+    """evaluate records the model file's digest; after the model changes (here: other weights saved over it, as a
+    resumed or calibrated run does), a new evaluate and the viewer's --eval table say the old evaluation is stale."""
+    from dermo.viewer.evalset import EvalSet
+
+    run = fake_run(tmp_path / "run", kit["model"], kit["data"], "binary", ["nevus", "others"])
+    rc, cap = run_eval(capsys, "--run", run)
+    assert rc == 0 and "stale" not in cap.out and "earlier version" not in cap.out
+    first = run / "eval-val"
+    assert json.loads((first / "metrics.json").read_text())["model_digest"]
+    ev = EvalSet.load(first).check(["nevus", "others"])
+    ev.note_stale([run / "model.keras"], log=lambda line: None)
+    assert ev.stale is None and ev.table()["stale"] is None
+    changed = random_classifier(2, SIZE, 1, kit["data"])
+    changed.save(run / "model.keras")
+    rc, cap = run_eval(capsys, "--run", run)
+    assert rc == 0
+    assert (f"note: {first} scored an earlier version of {run / 'model.keras'} (the model file changed since"
+            in cap.out) and (run / "eval-val-2").is_dir()
+    lines = []
+    ev.note_stale([run / "model.keras"], log=lines.append)
+    assert lines and ev.table()["stale"].startswith(f"{first} scored an earlier version")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import HISTORY_COLUMNS, RUN_FILES, kill_after_first_epoch
+from conftest import HISTORY_COLUMNS, RUN_FILES, kill_after_first_epoch, rel_l2
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -195,11 +195,6 @@ TRAIN_LOSSES = ["loss", "cls_loss", "center_loss", "cskl_loss", "mask_loss"]
 def _weights(folder: Path, name: str) -> list:
     weights = np.load(folder / f"{name}.npz")
     return [weights[f"arr_{i}"] for i in range(len(weights.files))]
-
-
-def rel_l2(a: list, b: list) -> float:
-    num = sum(float(((np.asarray(y, np.float64) - x) ** 2).sum()) for x, y in zip(a, b))
-    return float(np.sqrt(num / sum(float((np.asarray(x, np.float64) ** 2).sum()) for x in a)))
 
 
 @pytest.mark.slow

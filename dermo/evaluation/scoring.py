@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from dermo.data.duplicates import file_digest
 from dermo.run.folder import is_cv_folder
 
 
@@ -32,6 +33,21 @@ def free_folder(path: Path, log=print) -> Path:
     return free
 
 
+def stale_note(folder: Path, model_path) -> str | None:
+    """A note when the evaluation in `folder` scored another version of the model file (its metrics.json records
+    the file's digest; evaluations from before that record say nothing)."""
+    import json
+
+    metrics = Path(folder) / "metrics.json"
+    if not metrics.is_file():
+        return None
+    recorded = json.loads(metrics.read_text()).get("model_digest")
+    if recorded is None or recorded == file_digest(model_path):
+        return None
+    return (f"note: {folder} scored an earlier version of {model_path} (the model file changed since, e.g. trained "
+            "longer or calibrated): its numbers are not this model's")
+
+
 def default_out(args, source, whole: bool = False, log=print) -> Path:
     """--out as given; else in the run folder (beside a --model file): eval-<split> for the run's own split,
     eval-<data name>[-<split>] for --data (no split suffix when scored whole), predict-<name> for --images;
@@ -45,6 +61,9 @@ def default_out(args, source, whole: bool = False, log=print) -> Path:
         name = f"eval-{data_name(args.data)}" + ("" if whole else f"-{args.split}")
     else:
         name = f"eval-{args.split}"
+    note = stale_note(base / name, source.model_path)
+    if note:
+        log(note)
     return free_folder(base / name, log)
 
 
@@ -193,6 +212,7 @@ def evaluate(args, log=print) -> dict:
         log(f"wrote {out}/predictions.csv and cams.png")
         return {"n": len(frame), "skipped": skipped}
     extra = {"split": "all" if whole else args.split, "tta": args.tta, "image_size": size, "model": str(source.model_path),
+             "model_digest": file_digest(source.model_path),
              "preprocessing": {"hair": predictor.hair, "color": predictor.color,
                                "color_region": predictor.color_region},
              "data": str(data_source), "mask_source": mask_source([s for s in samples if s.path in kept]),

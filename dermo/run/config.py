@@ -173,7 +173,8 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
                            "with artefacts, with --cam-stride 16)")
     loss.add_argument("--outside-form", choices=OUTSIDE_FORMS, default=d.outside_form,
                       help="what L_outside counts: the logit change when the outside is occluded (logit) or swapped "
-                           "with another image's (swap; both a second forward pass per step), or CAM evidence "
+                           "with another image's (swap; both run the network once over the batch and its altered "
+                           "copy, 2B images), or CAM evidence "
                            "outside the mask, |CAM_k − mean CAM| (contrast) or relu(CAM_k) (positive)")
     loss.add_argument("--lambda-rrr", type=float, default=d.lambda_rrr,
                       help="λ of \"right for the right reasons\" (Ross et al. 2017): the squared input gradient of "

@@ -69,6 +69,7 @@ def build_viewer(args):
     members = Members.load(args.run + args.models, args.task, args.weights, args.cache_dir)
     if evalset is not None:
         evalset.check(members.classes)
+        evalset.note_stale([s.model_path for s in members.sources])
     members.warm_up()
     return Viewer(members, evalset, int(args.max_upload_mb * MB))
 

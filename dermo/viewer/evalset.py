@@ -24,6 +24,7 @@ class EvalSet:
     folder: Path
     frame: pd.DataFrame
     classes: list[str] | None = None        # set by check(): the models' classes
+    stale: str | None = None                # set by note_stale(): the evaluation scored another model version
 
     @classmethod
     def load(cls, folder) -> "EvalSet":
@@ -47,6 +48,16 @@ class EvalSet:
         self.classes = list(classes)
         return self
 
+    def note_stale(self, model_paths, log=print) -> None:
+        """Say (on the console and above the table) when the evaluation scored another version of the model: the
+        probabilities in its table would not be the ones a row view computes now."""
+        from dermo.evaluation.scoring import stale_note
+
+        notes = [n for n in (stale_note(self.folder, p) for p in model_paths) if n]
+        if len(model_paths) == 1 and notes:
+            self.stale = notes[0].removeprefix("note: ")
+            log(notes[0])
+
     def table(self) -> dict:
         probs = self.frame[prob_columns(self.classes)].to_numpy(float)             # (N,K)
         f = self.frame
@@ -56,7 +67,7 @@ class EvalSet:
                  "confidence": number(probs[i].max()), "probs": [number(x) for x in probs[i]],
                  "lesion_focus": number(f["lesion_focus"][i]) if "lesion_focus" in f else None}
                 for i, p in enumerate(f["path"])]
-        return {"folder": str(self.folder), "classes": self.classes, "labelled": "label" in f,
+        return {"folder": str(self.folder), "stale": self.stale, "classes": self.classes, "labelled": "label" in f,
                 "has_focus": "lesion_focus" in f, "rows": rows,
                 "figures": [name for name in FIGURES if (self.folder / name).is_file()]}
 

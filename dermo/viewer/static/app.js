@@ -218,6 +218,9 @@ async function loadEval() {
   const links = table.figures.map((f) => el("a", { href: `/files/eval/${f}`, target: "_blank", text: f }));
   $("#eval-head").replaceChildren(`${table.folder}: ${table.rows.length} images · `,
     ...links.flatMap((a) => [a, " "]));
+  if (table.stale) {
+    $("#eval-head").append(el("strong", { class: "stale", text: ` Stale: ${table.stale}` }));
+  }
   for (const id of ["#true-class", "#pred-class"]) {
     table.classes.forEach((c) => $(id).append(el("option", { value: c, text: c })));
   }
