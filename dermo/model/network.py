@@ -96,7 +96,7 @@ def segmentation_decoder(base: keras.Model, spec: BackboneSpec, features, size: 
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
-    """Faster-moving BatchNorm statistics (see README: eval-mode collapse on small data)."""
+    """Faster-moving BatchNorm statistics (docs/usage.md "How it works": eval-mode collapse on small data)."""
     n = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -83,7 +83,7 @@ def device_lines(devices: list[str] | None = None, hardware: list[str] | None = 
         hidden = " (CUDA_VISIBLE_DEVICES hides it)" if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else ""
         lines.append(f"warning: this machine has {len(hardware)} GPU(s) ({hardware[0]}) but {backend} trains on "
                      f"the CPU{hidden}; install the CUDA build: {GPU_INSTALL.get(backend, '')} "
-                     "(README: GPU installation)")
+                     "(docs/usage.md: GPU installation)")
     return lines
 
 

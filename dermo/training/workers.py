@@ -1,6 +1,6 @@
 """Training on several machines: --strategy multiworker (TensorFlow's MultiWorkerMirroredStrategy).
 
-Every machine runs the same `dermo train` command with its own TF_CONFIG (README: several machines):
+Every machine runs the same `dermo train` command with its own TF_CONFIG (docs/usage.md: several machines):
 
     TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 
@@ -35,7 +35,7 @@ class WorkerError(DermoError, ValueError):
     """A multi-worker setup that cannot train; one line naming the fix."""
 
 
-RECIPE = "see README, several machines"
+RECIPE = "see docs/usage.md, several machines"
 
 
 @dataclass(frozen=True)
