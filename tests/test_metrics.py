@@ -269,6 +269,15 @@ def test_plots_write_pngs(tmp_path):
     _png_ok(plots.plot_history(history, tmp_path / "curves.png"))
 
 
+def test_history_panels_count_epochs_from_one_and_leave_out_terms_that_were_off():
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [3.0, 2.0, 1.0], "val_loss": [3.5, 2.5, 1.5],
+                            "outside_loss": [0.0, 0.0, 0.0], "val_outside_loss": [0.0, 0.0, 0.0],
+                            "rrr_loss": [np.nan] * 3, "val_auc": [0.5, np.nan, 0.7], "mask_loss": [0.0, 0.1, 0.0]})
+    x, names = plots.history_panels(history)
+    np.testing.assert_array_equal(x, [1, 2, 3])                    # as the console's "epoch k/N" lines
+    assert names == ["loss", "auc", "mask_loss"]                   # in column order
+
+
 def test_cam_overlay_blends_jet_with_alpha():
     image = np.full((4, 4, 3), 100, np.uint8)
     cam = np.zeros((2, 2))

@@ -116,16 +116,19 @@ def cam_overlay(image, cam, alpha: float = 0.4) -> np.ndarray:
     return np.clip((1 - alpha) * image + alpha * heat, 0, 255).astype(np.uint8)
 
 
-def plot_cams(images, cams, masks, titles, path, max_images: int = 16) -> Path:
-    """Grid of CAM overlays.
+def plot_cams(images, cams, masks, titles, path, max_images: int = 16,
+              what: str = "CAM of each image's predicted class") -> Path:
+    """Grid of CAM overlays, with a colour bar of the jet scale and a title saying whose map it is.
 
     images uint8 (N,S,S,3), cams (N,h,w) predicted-class CAMs, masks (N,S,S) or None (contour
-    drawn in white), titles list of N strings or None. Shows the first max_images images.
+    drawn in white), titles list of N strings or None. Shows the first max_images images. Each map is min-max
+    scaled on its own (cam_heatmap): the colours compare places within an image, not across images.
     """
     n = min(len(images), max_images)
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(2.6 * cols, 2.8 * rows))
+    fig = Figure(figsize=(2.6 * cols + 0.9, 2.8 * rows + 0.5))
+    fig.suptitle(f"{what}; white: lesion mask", fontsize=10)
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.axis("off")
@@ -142,6 +145,9 @@ def plot_cams(images, cams, masks, titles, path, max_images: int = 16) -> Path:
                 ax.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
+    scale = matplotlib.cm.ScalarMappable(cmap="jet", norm=matplotlib.colors.Normalize(0, 1))
+    fig.colorbar(scale, ax=fig.axes, fraction=0.025, pad=0.02,
+                 label="CAM, scaled per image: lowest (0) to highest (1)")
     return _save(fig, path)
 
 
@@ -171,16 +177,28 @@ def plot_focus_histogram(focus, labels, class_names, path, bins: int = 20) -> Pa
     return _save(fig, path)
 
 
-def plot_history(history, path) -> Path:
-    """history: DataFrame, one row per epoch, columns like loss, val_loss, accuracy, cls_loss ...
-    One panel per quantity (the name without "val_"), with train and val lines; an "epoch"
-    column is used as the x axis when present; learning_rate / lr on a log scale."""
-    x = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(len(history))
+def history_panels(history) -> tuple[np.ndarray, list[str]]:
+    """(epochs counted from 1 (E,), the quantities that get a panel): every column's name without "val_", except
+    "epoch" and quantities that are 0 or missing in every epoch of train and val (a loss term that was off)."""
+    x = (history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(len(history))) + 1
     names = []
     for col in history.columns:
         base = col[4:] if col.startswith("val_") else col
-        if base != "epoch" and base not in names:
+        values = history[[c for c in (base, "val_" + base) if c in history.columns]].to_numpy(dtype=float)
+        if base != "epoch" and base not in names and np.nan_to_num(values).any():
             names.append(base)
+    return x, names
+
+
+def plot_history(history, path) -> Path:
+    """history: DataFrame, one row per epoch, columns like loss, val_loss, accuracy, cls_loss ...
+    One panel per quantity (the name without "val_"), with train and val lines, epochs counted from 1 as the
+    console's epoch lines count them (history.csv's "epoch" column counts from 0), integer ticks; a quantity that
+    is 0 (or missing) in every epoch — a loss term that was off — gets no panel; learning_rate / lr on a log
+    scale."""
+    from matplotlib.ticker import MaxNLocator
+
+    x, names = history_panels(history)
     cols = min(3, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / cols))
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
@@ -193,6 +211,7 @@ def plot_history(history, path) -> Path:
             ax.set_yscale("log")
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -76,7 +76,19 @@ def _mask_of(path, given) -> str | None:
 
 
 class Predictor:
-    """A loaded classifier with its classes and preprocessing (see the module docstring)."""
+    """A loaded classifier with its classes and preprocessing: raw images in, probabilities and CAMs out.
+
+    Example (after `dermo train --demo real`):
+
+        >>> from dermo.predict import Predictor
+        >>> p = Predictor.from_run("runs/demo-real")        # or Predictor.from_model("runs/demo-real/model.keras")
+        >>> out = p.predict(["lesion1.jpg", "lesion2.png"])    # paths or uint8 RGB arrays (H,W,3), any size
+        >>> out.predicted                                    # class names, e.g. ['melanoma', 'nevus']
+        >>> out.probs                                        # (N,K) in p.classes order (calibrated if T was stored)
+        >>> out.cams, out.lesion_focus                       # (N,h,w,K) maps; (N,) CAM mass on the lesion mask
+        >>> x, masks, names = p.preprocess(["lesion1.jpg"])  # what the Keras / exported model takes (0..255)
+
+    The module docstring says where classes, preprocessing, temperature and metadata come from."""
 
     def __init__(self, model, classes: list[str], hair: bool = True, color: bool = True, cache_dir=None,
                  batch_size: int = 16, source: str = "", temperature: float = 1.0,
