@@ -28,6 +28,7 @@ import numpy as np
 from dermo.data.augment import apply
 from dermo.data.imageio import read_image, read_mask
 from dermo.data.metadata import MetaEncoding
+from dermo.pipeline.paste import paste_onto_hosts
 from dermo.pipeline.prepare import Prepared
 from dermo.pipeline.rows import RowPool, load_rows
 
@@ -37,11 +38,12 @@ def _seed(*parts: int) -> int:
 
 
 class LesionBatches(keras.utils.PyDataset):
-    """Batches of (image, (one-hot, mask)); `training` shuffles per epoch and augments."""
+    """Batches of (image, (one-hot, mask)); `training` shuffles per epoch and augments; `paste_share` > 0 (training
+    only) puts that share of each batch's lesions on another row's surroundings (dermo.pipeline.paste)."""
 
     def __init__(self, items: list[Prepared], num_classes: int, image_size: int, batch_size: int = 16,
                  training: bool = False, seed: int = 0, workers: int = 1, max_queue_size: int = 8,
-                 meta: MetaEncoding | None = None):
+                 meta: MetaEncoding | None = None, paste_share: float = 0.0):
         # Keras' enqueuer threads = batches in flight: two per process keep every process busy
         super().__init__(workers=2 * workers if workers > 1 else 1, use_multiprocessing=False,
                          max_queue_size=max(max_queue_size, 4 * workers))
@@ -54,6 +56,7 @@ class LesionBatches(keras.utils.PyDataset):
         self.training = training
         self.seed = seed
         self.meta = meta
+        self.paste_share = float(paste_share) if training else 0.0
         self._pool = RowPool.get(workers) if workers > 1 else None
         self._lock = threading.Lock()
         self._passes = np.zeros(len(self), dtype=np.int64)   # epoch of the next request, per index
@@ -136,6 +139,9 @@ class LesionBatches(keras.utils.PyDataset):
             images, masks = load_rows(rows, self.image_size)
         x = images.astype("float32")                                                 # (B,S,S,3)
         masks = (masks[..., None] > 127).astype("float32")                           # (B,S,S,1)
+        if self.paste_share > 0:                  # lesions on other rows' surroundings (labels, masks unchanged)
+            rng = np.random.default_rng(_seed(self.seed, epoch, index, first, 1))
+            x = paste_onto_hosts(x, masks, self.paste_share, rng)[0]
         y = np.zeros((len(items), self.num_classes), "float32")                     # (B,K)
         for row, it in enumerate(items):
             if it.label is not None:

@@ -47,6 +47,7 @@ class TrainConfig:
     lambda_outside: float = 0.0           # λ4, beyond the deck: class evidence outside the lesion (0 = off)
     outside_form: str = "logit"
     lambda_rrr: float = 0.0               # RRR (Ross et al. 2017): input gradients outside the lesion (0 = off)
+    paste_share: float = 0.0              # share of each training batch put on other images' surroundings (0 = off)
     cam_stride: int = 32                  # 16: CAMs and CAM losses on a stride-16 feature map
     cskl: str = "penalized"
     lambda_a: float = 0.1
@@ -179,6 +180,10 @@ def add_train_arguments(p: argparse.ArgumentParser, out_help: str | None = None)
     loss.add_argument("--lambda-rrr", type=float, default=d.lambda_rrr,
                       help="λ of \"right for the right reasons\" (Ross et al. 2017): the squared input gradient of "
                            "Σ log p outside the lesion (0 = off; a second backward pass per step)")
+    loss.add_argument("--paste-share", type=float, default=d.paste_share,
+                      help="a remedy on the data side (0 = off): this share of each training batch has its lesion put "
+                           "on the surroundings of another training image of any class (that image's own lesion "
+                           "inpainted away), so surroundings stop predicting the label; e.g. 0.5")
     loss.add_argument("--focal-gamma", type=float, default=d.focal_gamma,
                       help="γ of the focal loss (3+ classes; 0 = cross-entropy)")
     loss.add_argument("--center-momentum", type=float, default=d.center_momentum,
@@ -259,6 +264,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
               f"--class-weight {cfg.class_weight}: use one of {', '.join(CLASS_WEIGHTS)}"),
              (cfg.monitor in MONITORS, f"--monitor {cfg.monitor}: use one of {', '.join(MONITORS)}"),
              (cfg.cam_stride in CAM_STRIDES, f"--cam-stride {cfg.cam_stride}: use 32 or 16"),
+             (0 <= cfg.paste_share <= 1, f"--paste-share {cfg.paste_share}: use a share in [0, 1], e.g. 0.5"),
              (0 <= cfg.mask_grow < 0.5, f"--mask-grow {cfg.mask_grow}: use a fraction in [0, 0.5), e.g. 0.015"),
              (cfg.color_region in COLOR_REGIONS,
               f"--color-region {cfg.color_region}: use one of {', '.join(COLOR_REGIONS)}"),

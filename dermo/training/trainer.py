@@ -148,7 +148,7 @@ def _train(cfg: TrainConfig, worker: Worker, strategy, run_dir: Path, log, start
     if class_weights is not None:
         log("class weights: " + ", ".join(f"{c} {w:.3f}" for c, w in zip(ds.classes, class_weights)))
     train_batches = LesionBatches(train_items, ds.num_classes, cfg.image_size, cfg.batch_size, training=True,
-                                  seed=cfg.seed, workers=cfg.workers, meta=meta)
+                                  seed=cfg.seed, workers=cfg.workers, meta=meta, paste_share=cfg.paste_share)
     with strategy.scope():
         model = build_model(cfg, ds.num_classes, class_weights, meta.width if meta else 0)
         synchronise_batchnorm(model, strategy.num_replicas_in_sync)
