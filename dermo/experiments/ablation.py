@@ -26,7 +26,8 @@ from dermo.console import parser
 from dermo.errors import run_cli
 from dermo.experiments.ablation_report import METRICS, TIMES, markdown, plot_ablation
 from dermo.experiments.grid import CONFIGS, LOSS_FIELDS, ensure_run, plan, select_configs
-from dermo.run.config import TrainConfig, add_train_arguments
+from dermo.run.config import TrainConfig
+from dermo.run.options import add_train_arguments
 
 CSV, MARKDOWN, CHART = "ablation.csv", "ablation.md", "ablation.png"
 PROG = "dermo ablation"

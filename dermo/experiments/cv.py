@@ -37,7 +37,8 @@ from dermo.errors import DermoError, run_cli
 from dermo.experiments.ablation_report import cell as _cell, md_table as _md_table
 from dermo.experiments.grid import ensure_run
 from dermo.metrics import classification_metrics
-from dermo.run.config import TrainConfig, add_train_arguments, check_config, meta_column_list
+from dermo.run.config import TrainConfig, check_config, meta_column_list
+from dermo.run.options import add_train_arguments
 from dermo.run.folder import FOLDS_CSV
 
 OOF_CSV, CV_CSV, CV_MD = "oof.csv", "cv.csv", "cv.md"

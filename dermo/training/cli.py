@@ -25,7 +25,8 @@ from pathlib import Path
 from dermo.console import given_options, parser
 from dermo.data.imageio import BadInputError
 from dermo.errors import DermoError, run_cli
-from dermo.run.config import TrainConfig, add_train_arguments, check_config, config_from_args
+from dermo.run.config import TrainConfig, check_config
+from dermo.run.options import add_train_arguments, config_from_args
 
 PROG = "dermo train"
 # --demo (synthetic): generated dermoscopy-like images, small and short enough for ~2 minutes on 2 CPU cores.
