@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from isic2018 import BINARY, DX7, ROWS, SIZE, train_argv
+from isic2018 import BINARY, DX7, ROWS, train_argv
 
 HERE = Path(__file__).resolve().parent
 SCORINGS = HERE / "test-scorings.csv"

@@ -86,3 +86,89 @@ def test_shortcut_variants_table_and_options(tmp_path):
         extra=["--monitor", "val_counterfactual_accuracy"]))
     assert argv[argv.index("--data") + 1] == str(tmp_path / "d" / "biased")
     assert argv[-4:] == ["--monitor", "val_counterfactual_accuracy", "--out", str(tmp_path / "rim")]
+
+
+def _isic_layout(tmp_path):
+    """A HAM10000-like folder (70 images of 7 diagnoses, 2 photos per lesion) and an official-test-like one."""
+    import pandas as pd
+
+    ham, test = tmp_path / "ham", tmp_path / "test"
+    (ham / "images").mkdir(parents=True)
+    (test / "images").mkdir(parents=True)
+    dx = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    rows = [{"image": f"I{i:03d}.jpg", "dx": dx[i % 7], "lesion_id": f"L{i // 14 * 7 + i % 7:03d}",
+             "mask": f"masks/I{i:03d}_mask.png", "age_approx": "50", "sex": "male", "localization": "back",
+             "dx_type": "histo"} for i in range(70)]
+    pd.DataFrame(rows).to_csv(ham / "metadata.csv", index=False)
+    pd.DataFrame({"image": [f"images/T{i}.jpg" for i in range(7)], "dx": dx}).to_csv(test / "labels.csv", index=False)
+    return ham, test
+
+
+def test_isic2018_inner_split_is_grouped_written_once_and_the_metadata_split_three_way(tmp_path):
+    import pandas as pd
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import isic2018
+
+    ham, test = _isic_layout(tmp_path)
+    out = tmp_path / "out"
+    isic2018.manifests(ham, test, out)
+    dx7 = pd.read_csv(out / "dx7.csv", dtype=str)
+    assert set(dx7["split"]) == {"train", "val"} and 6 <= (dx7["split"] == "val").sum() <= 14   # one group fold of 7
+    assert not set(dx7.loc[dx7["split"] == "val", "lesion_id"]) & set(dx7.loc[dx7["split"] == "train", "lesion_id"])
+    binary = pd.read_csv(out / "binary.csv", dtype=str)
+    assert list(binary["split"]) == list(dx7["split"])                     # every row the same split
+    assert set(binary.loc[binary["dx"] == "nv", "label"]) == {"nevus"} and "mask" not in pd.read_csv(
+        out / "dx7-generated.csv").columns
+    meta, report = pd.read_csv(out / "meta-dx7.csv", dtype=str), pd.read_csv(out / "meta-dx7-report.csv", dtype=str)
+    assert set(meta["fold"]) == {str(k) for k in range(7)} - {"1"} and set(report["fold"]) == {"1"}
+    assert list(meta.loc[meta["split"] == "val", "fold"].unique()) == ["0"]
+    isic2018.manifests(ham, test, out)                                      # again: the same split, fine
+    recorded = dx7.copy()
+    recorded.loc[0, "split"] = "val" if recorded.loc[0, "split"] == "train" else "train"
+    recorded.to_csv(out / "dx7.csv", index=False)
+    with pytest.raises(SystemExit, match="the recorded inner split differs"):
+        isic2018.manifests(ham, test, out)
+    t = pd.read_csv(out / "test-binary.csv", dtype=str)
+    assert list(t["label"]) == ["others"] * 5 + ["nevus", "others"] and len(pd.read_csv(out / "test-dx7.csv")) == 7
+
+
+def test_isic2018_scores_once_compares_paired_and_writes_the_tables(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import isic2018_scoring as scoring
+
+    monkeypatch.setattr(scoring, "SCORINGS", tmp_path / "test-scorings.csv")
+    monkeypatch.setattr(scoring, "PREDICTIONS", tmp_path / "test-predictions")
+    for name in ("results.md", "README.md"):
+        (tmp_path / name).write_text(f"head\n<!-- isic2018:{'full' if name == 'results.md' else 'short'} -->\n"
+                                     f"old\n<!-- /isic2018:{'full' if name == 'results.md' else 'short'} -->\ntail\n")
+    monkeypatch.setattr(scoring, "RESULTS", tmp_path / "results.md")
+    monkeypatch.setattr(scoring, "README", tmp_path / "README.md")
+    y = np.repeat(np.arange(7), 3)                                          # 21 images, 3 per class
+    good = np.eye(7)[y] * 0.9 + 0.1 / 7
+    bad = np.roll(good, 1, axis=1)                                           # every decision one class off
+    answers = {"dx7-plain-keras": good, "dx7-ml": bad}
+    monkeypatch.setattr(scoring, "test_probs", lambda row, out: ([f"/x/T{i}.jpg" for i in range(21)], y,
+                                                                answers[row], scoring.DX7))
+    lines = scoring.score_test("dx7-plain-keras", tmp_path)
+    assert [line["row"] for line in lines] == ["dx7-plain-keras", "dx7-plain-keras/nv-vs-rest"]
+    assert lines[0]["balanced_accuracy"] == 1.0 and (lines[0]["ba_low"], lines[0]["ba_high"]) == (1.0, 1.0)
+    assert json.loads(lines[0]["recall"])["df"] == 1.0 and lines[1]["balanced_accuracy"] == 1.0
+    with pytest.raises(SystemExit, match="already scored on the official test"):
+        scoring.score_test("dx7-plain-keras", tmp_path)
+    scoring.score_test("dx7-ml", tmp_path)
+    assert len(pd.read_csv(tmp_path / "test-scorings.csv")) == 4
+    text = scoring.compare("dx7-plain-keras", "dx7-ml")
+    assert text.startswith("BA(dx7-plain-keras) − BA(dx7-ml) = +1.0000, 95 % paired bootstrap [+1.0000, +1.0000]")
+    scoring.table(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "| dx7-plain-keras | 1.000 [1.000, 1.000] |" in readme and "old" not in readme
+    assert readme.startswith("head\n") and readme.endswith("tail\n")
+    assert "| dx7-ml | dx7 | 0.000 [0.000, 0.000] |" in (tmp_path / "results.md").read_text()
