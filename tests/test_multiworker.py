@@ -8,9 +8,11 @@ tests/test_training.py checks on a real one), with the same history columns; no 
 write of each resumed worker is recorded by a Python audit hook and an h5py wrapper; the hook's own sanity check is
 that the chief's writes are seen); the second worker's temporary folder is gone. The two workers (2 replicas of 4
 images), killed and resumed, train what one uninterrupted process trains on the same global batch of 8: the same
-history and the same final weights as a single-process run of the same command (both with the stochastic-depth
-Dropout at rate 0, whose random masks are drawn per replica; BatchNorm is synchronised over the workers) — a resume
-that lost the weights, the Adadelta accumulators or the centres would not. Each worker's shards of every batch
+history and the same first-epoch update as a single-process run of the same command (both with the stochastic-depth
+Dropout at rate 0, whose random masks are drawn per replica; BatchNorm is synchronised over the workers), each
+worker's replica equal to the other's in every epoch (saved by each process from its own memory), and the resumed
+epoch's weights identical to those of the same 2-worker job run without interruption — a resume that lost the
+weights, the Adadelta accumulators or the centres would not be. Each worker's shards of every batch
 reassemble the global batch. The saved model loads under KERAS_BACKEND=jax (no `synchronized` BatchNorm in the file).
 (Exact resumption — the same history to the last bit — is checked on one process in tests/test_training.py and
 tests/test_jax_backend.py.)
@@ -83,9 +85,18 @@ DRIVER = textwrap.dedent("""
             if isinstance(layer, keras.layers.Dropout):
                 layer.rate = 0.0
         np.savez({report!r} + "-init.npz", *[np.asarray(w) for w in model.get_weights()])
+        np.savez({report!r} + "-init-trainable.npz", *[np.asarray(w) for w in model.trainable_weights])
         return model
 
     trainer.build_model = build_without_random_masks
+    make_callbacks = trainer.make_callbacks
+
+    class SaveEpoch(keras.callbacks.Callback):          # each epoch's trained weights, in this process's own memory
+        def on_epoch_end(self, epoch, logs=None):
+            np.savez({report!r} + f"-epoch{{epoch + 1}}.npz",
+                     *[np.asarray(w) for w in self.model.trainable_weights])
+
+    trainer.make_callbacks = lambda *a, **k: [SaveEpoch()] + make_callbacks(*a, **k)   # before the checkpoint
     _, model = train_model(train.resolve_config(train.parse_args({argv!r})))
     np.savez({report!r} + ".npz", *[np.asarray(w) for w in model.get_weights()])
     with open({report!r} + ".json", "w") as f:
@@ -147,6 +158,8 @@ def runs(tmp_path_factory):
         p.communicate()
     finished_before_the_kill = (multi / "model.keras").exists()
     logs = finish(start_cluster(["--resume", "--out", str(multi)], multi, folder, "multi") + [single_proc])
+    straight = folder / "straight"                      # the same 2-worker job, never interrupted
+    finish(start_cluster(train_args(data, straight, "--strategy", "multiworker"), straight, folder, "straight"))
     return {"folder": folder, "data": data, "multi": multi, "single": single, "logs": logs,
             "finished_before_the_kill": finished_before_the_kill}
 
@@ -179,16 +192,18 @@ def test_only_the_chief_writes_the_run_folder_and_the_other_cleans_up(runs):
     assert list((folder / "tmp-multi-1").iterdir()) == []   # its temporary run folder was deleted
 
 
-# Measured here (2 cores, 2026-12-06), 2 epochs of 4 steps, the second after the kill and --resume: the logged
-# training losses of the 2-worker run differ from the 1-process run's by ≤ 0.8 % (float32 reductions in another
-# order); the saved (best, here first) epoch's update w − w0 by 1.5 % (relative L2). Bounds: 12× and 10× that; a
-# worker training on the wrong rows changes each step's batch, a resume that lost the weights, the Adadelta
-# accumulators or the centres the second epoch's losses, by tens of percent. (The last epoch's weights are not
-# compared: 8 chaotic Adadelta(lr 1) steps take them 8.6 % apart, the same with or without the kill — the resumed
-# run's history and weights equal an uninterrupted 2-worker run's exactly. Validation numbers are not compared:
-# synchronised BatchNorm computes the variance as E[x²] − E[x]², whose float32 round-off moves the re-estimated
-# moving statistics by ~1 %.)
-UPDATE_REL_L2, LOSS_RTOL = 0.15, 0.1
+# Measured here (2 cores, 2026-12-06 / 2026-12-08), 2 epochs of 4 steps, the second after the kill and --resume: the
+# logged training losses of the 2-worker run differ from the 1-process run's by <= 0.8 % (float32 reductions in
+# another order); the first epoch's update w1 − w0 by 0.36 % (relative L2, trainable weights; bound 0.04, 11x);
+# the resumed epoch's update by 11.5 % (8 chaotic Adadelta(lr 1) steps from weights 0.36 % apart), too loose to
+# catch a bad resume, so the resumed epoch is compared with an uninterrupted 2-worker run of the same job instead:
+# its weights must be identical (a resume that lost the weights, the Adadelta accumulators, the centres or the
+# shuffle position changes them). Each epoch's weights are saved by every process from its own
+# memory at the epoch's end (not the best epoch's file, which the non-chief worker copies from the chief on resume),
+# so the two workers' equality is that of two independently computed replicas, and no best-epoch choice enters.
+# (Validation numbers are not compared: synchronised BatchNorm computes the variance as E[x²] − E[x]², whose
+# float32 round-off moves the re-estimated moving statistics by ~1 %.)
+EPOCH1_UPDATE_REL_L2, LOSS_RTOL = 0.04, 0.1
 TRAIN_LOSSES = ["loss", "cls_loss", "center_loss", "cskl_loss", "mask_loss"]
 
 
@@ -207,15 +222,21 @@ def test_two_workers_train_what_one_process_trains_on_the_same_global_batch(runs
     for name in ("killed-worker0-init", "killed-worker1-init"):     # the same starting point everywhere
         for a, b in zip(init, _weights(folder, name)):
             np.testing.assert_array_equal(a, b)
-    one, w0, w1 = (_weights(folder, n) for n in ("single", "multi-worker0", "multi-worker1"))
-    assert len(w0) == len(w1) == len(one) == len(init) > 100
-    for a, b in zip(w0, w1):            # mirrored: one model (the best epoch's) on both workers, also after --resume
+    # epoch 1 by the killed cluster, epoch 2 (the resumed epoch) by the restarted one; each worker its own copy
+    # trainable weights only: the BatchNorm moving statistics are re-estimated before each validation (see above)
+    two = {1: [_weights(folder, f"killed-worker{w}-epoch1") for w in (0, 1)],
+           2: [_weights(folder, f"multi-worker{w}-epoch2") for w in (0, 1)]}
+    one = {0: _weights(folder, "single-init-trainable"), **{k: _weights(folder, f"single-epoch{k}") for k in (1, 2)}}
+    for k in (1, 2):
+        assert len(two[k][0]) == len(one[k]) > 100
+        for a, b in zip(*two[k]):       # two replicas computed apart, kept equal by the all-reduce
+            np.testing.assert_array_equal(a, b)
+    update_one = [b - a for a, b in zip(one[0], one[1])]
+    update_two = [b - a for a, b in zip(one[0], two[1][0])]
+    assert rel_l2(update_one, update_two) < EPOCH1_UPDATE_REL_L2
+    straight = _weights(folder, "straight-worker0-epoch2")                  # never interrupted
+    for a, b in zip(straight, two[2][0]):
         np.testing.assert_array_equal(a, b)
-    trained = [i for i, (a, b) in enumerate(zip(init, one)) if a.dtype.kind == "f" and not np.array_equal(a, b)]
-    assert len(trained) > 100
-    update_one = [one[i] - init[i] for i in trained]
-    update_two = [w0[i] - init[i] for i in trained]
-    assert rel_l2(update_one, update_two) < UPDATE_REL_L2
 
 
 def test_worker_shards_reassemble_every_global_batch(runs):
