@@ -3,7 +3,8 @@
     python3 benchmarks/isic2018.py split              # OUT/*.csv: the inner split, written once (then checked)
     python3 benchmarks/isic2018.py run ROW [ROW ...]  # train + score on the inner split (resumable; default: all)
     python3 benchmarks/isic2018.py test ROW           # score ROW on the 1,512 official test images, ONCE
-    python3 benchmarks/isic2018.py compare ROW_A ROW_B    # paired bootstrap of their official-test difference
+    python3 benchmarks/isic2018.py report ROW         # a meta-*.csv row on its report part (fold 1), ONCE
+    python3 benchmarks/isic2018.py compare ROW_A ROW_B [--inner]  # paired bootstrap: official test (or inner split)
     python3 benchmarks/isic2018.py table              # docs/results.md (and the README's short table)
     options: --out ../runs/isic2018 (outside the work tree)  --ham ../shared/data/ham10000  --workers 2
 
@@ -40,6 +41,7 @@ LITE = ["--backbone", "lite0", "--weights", "imagenet"]
 CE_ONLY = ["--lambda-center", "0", "--lambda-cskl", "0", "--lambda-mask", "0"]
 OUTSIDE16 = ["--lambda-outside", "1", "--cam-stride", "16"]
 ADAMW = ["--optimizer", "adamw", "--lr-schedule", "cosine", "--warmup-epochs", "1"]
+META = "age_approx,sex,localization"
 # row -> (manifest, kind, epochs, options); kind: cnn (dermo train), plain (plain_keras.py), ml (dermo ml)
 ROWS = {
     "dx7-plain-keras": ("dx7.csv", "plain", 6, []),
@@ -53,6 +55,9 @@ ROWS = {
     "binary-plain-keras": ("binary.csv", "plain", 5, []),
     "binary-ml": ("binary.csv", "ml", 0, []),
     "binary-lite0-deck": ("binary.csv", "cnn", 5, LITE),
+    # the metadata pair on the three-way split: trained on folds 2-6, chosen on fold 0, reported on fold 1 (`report`)
+    "binary-meta3-lite0-deck": ("meta-binary.csv", "cnn", 5, LITE),
+    "binary-meta3-lite0-deck-meta": ("meta-binary.csv", "cnn", 5, LITE + ["--meta-columns", META]),
 }
 
 
@@ -136,9 +141,24 @@ def run_row(row: str, out: Path, workers: int, log=print) -> None:
                      "--grey-outside", "--out", str(inner))
 
 
+def score_report(row: str, out: Path) -> dict:
+    """A three-way-split row (manifest meta-*.csv) scored on its report part, fold 1 — once (eval-report/ kept)."""
+    manifest = ROWS[row][0]
+    if not manifest.startswith("meta-"):
+        raise SystemExit(f"{row}: not a three-way-split row (its manifest is {manifest}); score it with `test`")
+    folder = out / row / "eval-report"
+    if folder.exists():
+        raise SystemExit(f"{folder} exists: the report part is scored once")
+    from dermo.experiments.grid import evaluate_run
+
+    return evaluate_run(out / row, print, "--data", str(out / manifest.replace(".csv", "-report.csv")),
+                        "--grey-outside", "--out", str(folder))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["split", "run", "test", "compare", "table"])
+    p.add_argument("step", choices=["split", "run", "test", "report", "compare", "table"])
+    p.add_argument("--inner", action="store_true", help="compare: on the inner split (where rows are chosen)")
     p.add_argument("rows", nargs="*", help=f"rows: {', '.join(ROWS)}")
     p.add_argument("--out", type=Path, default=OUT, help="manifests and run folders (outside the work tree)")
     p.add_argument("--ham", type=Path, default=HAM)
@@ -160,10 +180,13 @@ def main(argv=None) -> int:
 
         for row in args.rows:
             print(json.dumps(score_test(row, args.out), indent=2))
+    elif args.step == "report":
+        for row in args.rows:
+            print(json.dumps(score_report(row, args.out), indent=2))
     elif args.step == "compare":
         from isic2018_scoring import compare
 
-        print(compare(*args.rows[:2]))
+        print(compare(*args.rows[:2], out=args.out if args.inner else None))
     else:
         from isic2018_scoring import table
 

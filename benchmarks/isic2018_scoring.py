@@ -130,15 +130,31 @@ def decisions(row: str) -> tuple[np.ndarray, np.ndarray]:
     return labels, probs.argmax(1)
 
 
-def compare(a: str, b: str) -> str:
+def inner_decisions(row: str, out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, decisions) of a trained row on the inner split (what chooses), from its eval-inner/predictions.csv
+    (CNN rows; row + TTA: eval-inner-tta8)."""
+    base, tta = row_parts(row)
+    folder = out / base / ("eval-inner" + (TTA if tta > 1 else ""))
+    frame = pd.read_csv(folder / "predictions.csv").sort_values("path")
+    classes = [c for c in frame.columns if c in DX7 or c in BINARY]
+    return (frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(int),
+            frame[classes].to_numpy(float).argmax(1))
+
+
+def compare(a: str, b: str, out: Path | None = None) -> str:
+    """Paired bootstrap of BA(a) − BA(b): on the official test (scored rows), or with `out` on the inner split
+    (trained rows: where rows are chosen)."""
     from dermo.metrics.bootstrap import paired_difference_interval
 
-    (ya, da), (yb, db) = decisions(a), decisions(b)
+    (ya, da), (yb, db) = ((inner_decisions(a, out), inner_decisions(b, out)) if out is not None
+                          else (decisions(a), decisions(b)))
     if not np.array_equal(ya, yb):
         raise SystemExit(f"{a} and {b} were not scored on the same labels")
     diff, low, high = paired_difference_interval(ya, da, db)
-    verdict = "excludes 0" if low > 0 or high < 0 else "includes 0: not resolved by the test set"
-    return f"BA({a}) − BA({b}) = {diff:+.4f}, 95 % paired bootstrap [{low:+.4f}, {high:+.4f}] ({verdict})"
+    where = "inner split" if out is not None else "official test"
+    verdict = "excludes 0" if low > 0 or high < 0 else f"includes 0: not resolved by the {where}"
+    return (f"BA({a}) − BA({b}) = {diff:+.4f} on the {where}, 95 % paired bootstrap [{low:+.4f}, {high:+.4f}] "
+            f"({verdict})")
 
 
 def _inner(row: str, out: Path) -> dict:

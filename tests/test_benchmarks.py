@@ -166,7 +166,8 @@ def test_isic2018_scores_once_compares_paired_and_writes_the_tables(tmp_path, mo
     scoring.score_test("dx7-ml", tmp_path)
     assert len(pd.read_csv(tmp_path / "test-scorings.csv")) == 4
     text = scoring.compare("dx7-plain-keras", "dx7-ml")
-    assert text.startswith("BA(dx7-plain-keras) − BA(dx7-ml) = +1.0000, 95 % paired bootstrap [+1.0000, +1.0000]")
+    assert text.startswith("BA(dx7-plain-keras) − BA(dx7-ml) = +1.0000 on the official test, 95 % paired bootstrap "
+                           "[+1.0000, +1.0000]")
     scoring.table(tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert "| dx7-plain-keras | 1.000 [1.000, 1.000] |" in readme and "old" not in readme
