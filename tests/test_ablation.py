@@ -17,7 +17,8 @@ from dermo.data.synthetic import write_dataset
 from dermo.experiments import ablation
 from dermo.experiments import grid as configs
 from dermo.experiments.ablation_report import cell
-from dermo.run.config import RECOMMENDED_LAMBDA_OUTSIDE, RECOMMENDED_LAMBDA_RRR, TrainConfig
+from dermo.run.config import (RECOMMENDED_LAMBDA_OUTSIDE, RECOMMENDED_LAMBDA_RRR, RECOMMENDED_PASTE_SHARE,
+                               TrainConfig)
 from dermo.training import trainer as training
 
 CONFIGS = ["baseline", "+mask", "full"]          # full = +mask with the default options: 2 trainings
@@ -143,7 +144,7 @@ def test_unknown_configuration_is_one_line(tmp_path, capsys):
 def test_grid_takes_the_lambdas_of_the_options():
     base = TrainConfig(data="d", lambda_center=2.0, lambda_cskl=0.3, lambda_mask=0.7, cskl="original")
     got = {n: configs.loss_overrides(base, n) for n in configs.CONFIGS}
-    deck = dict(lambda_outside=0.0, outside_form="logit", cam_stride=32, lambda_rrr=0.0)
+    deck = dict(lambda_outside=0.0, outside_form="logit", cam_stride=32, lambda_rrr=0.0, paste_share=0.0)
     assert got["baseline"] == dict(lambda_center=0.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0, **deck)
     assert got["+center"] == dict(lambda_center=2.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0, **deck)
     assert got["+cskl-original"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.0,
@@ -152,16 +153,20 @@ def test_grid_takes_the_lambdas_of_the_options():
                                           **deck)
     assert got["+mask"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7, **deck)
     outside = dict(lambda_center=2.0, lambda_cskl=0.3, cskl="penalized", lambda_mask=0.7,
-                   lambda_outside=RECOMMENDED_LAMBDA_OUTSIDE, outside_form="logit", lambda_rrr=0.0)  # recommended λ4
+                   lambda_outside=RECOMMENDED_LAMBDA_OUTSIDE, outside_form="logit", lambda_rrr=0.0,
+                   paste_share=0.0)                                                                 # recommended λ4
     assert got["+outside"] == dict(**outside, cam_stride=32)
     assert got["+stride16"] == dict(**outside, cam_stride=16)
     assert got["rrr"] == dict(lambda_center=0.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0,
                               **{**deck, "lambda_rrr": RECOMMENDED_LAMBDA_RRR})      # CE + RRR, not cumulative
+    assert got["paste"] == dict(lambda_center=0.0, lambda_cskl=0.0, cskl="off", lambda_mask=0.0,
+                                **{**deck, "paste_share": RECOMMENDED_PASTE_SHARE})  # CE + paste, not cumulative
+    assert got["+stride16+paste"] == dict(**{**outside, "paste_share": RECOMMENDED_PASTE_SHARE}, cam_stride=16)
     assert got["full"] == dict(lambda_center=2.0, lambda_cskl=0.3, cskl="original", lambda_mask=0.7, **deck)
     given = configs.loss_overrides(dataclasses.replace(base, lambda_outside=0.25, cam_stride=16), "+outside")
     assert (given["lambda_outside"], given["cam_stride"]) == (0.25, 16)               # the options' own
     planned = configs.plan(base, list(configs.CONFIGS), Path("/nonexistent/abl"))
-    assert len({cfg.out for _, cfg in planned}) == 9         # full differs from +mask here: its own run
+    assert len({cfg.out for _, cfg in planned}) == 11        # full differs from +mask here: its own run
 
 
 def test_demo_uses_demo_data_and_settings(tmp_path, monkeypatch):

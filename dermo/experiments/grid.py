@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 from dermo.errors import DermoError
 from dermo.run import folder as runs
-from dermo.run.config import RECOMMENDED_LAMBDA_OUTSIDE, RECOMMENDED_LAMBDA_RRR, TrainConfig
+from dermo.run.config import (RECOMMENDED_LAMBDA_OUTSIDE, RECOMMENDED_LAMBDA_RRR, RECOMMENDED_PASTE_SHARE,
+                               TrainConfig)
 
 
 class Terms(NamedTuple):
@@ -27,6 +28,7 @@ class Terms(NamedTuple):
     outside: bool = False          # λ4 from --lambda-outside, else RECOMMENDED_LAMBDA_OUTSIDE
     cam_stride: int | None = None  # None: the options' --cam-stride
     rrr: bool = False              # λ_rrr from --lambda-rrr, else RECOMMENDED_LAMBDA_RRR
+    paste: bool = False            # --paste-share from the options, else RECOMMENDED_PASTE_SHARE
 
 
 # The grid, cumulative: each configuration switches on one more loss term (or finer CAMs) than the one above
@@ -40,10 +42,12 @@ CONFIGS: dict[str, Terms | None] = {
     "+outside": Terms(True, "penalized", True, True),               # beyond the deck: outside evidence
     "+stride16": Terms(True, "penalized", True, True, 16),          # ... and CAMs on a stride-16 map
     "rrr": Terms(False, "off", False, rrr=True),  # a published remedy, not cumulative: CE + RRR (Ross et al. 2017)
+    "paste": Terms(False, "off", False, paste=True),   # the data-side remedy alone: CE + lesions on other surroundings
+    "+stride16+paste": Terms(True, "penalized", True, True, 16, paste=True),   # ... with the recommended terms
     "full": None,                                  # the options as given (defaults: same as +mask)
 }
 LOSS_FIELDS = ("lambda_center", "lambda_cskl", "cskl", "lambda_mask", "lambda_outside", "outside_form",
-               "cam_stride", "lambda_rrr")
+               "cam_stride", "lambda_rrr", "paste_share")
 # options that do not change what a run learns: a finished run is reused across them
 NOT_SETTINGS = ("out", "resume", "workers", "cache_dir", "demo", "allow_duplicates")
 EVAL_DIR = "eval-val"
@@ -76,7 +80,8 @@ def loss_overrides(base: TrainConfig, name: str) -> dict:
             "cskl": terms.cskl, "lambda_mask": base.lambda_mask if terms.mask else 0.0,
             "lambda_outside": (base.lambda_outside or RECOMMENDED_LAMBDA_OUTSIDE) if terms.outside else 0.0,
             "outside_form": base.outside_form, "cam_stride": terms.cam_stride or base.cam_stride,
-            "lambda_rrr": (base.lambda_rrr or RECOMMENDED_LAMBDA_RRR) if terms.rrr else 0.0}
+            "lambda_rrr": (base.lambda_rrr or RECOMMENDED_LAMBDA_RRR) if terms.rrr else 0.0,
+            "paste_share": (base.paste_share or RECOMMENDED_PASTE_SHARE) if terms.paste else 0.0}
 
 
 def config_for(base: TrainConfig, name: str, run_dir) -> TrainConfig:

@@ -13,6 +13,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 CAM_STRIDES = (32, 16)                    # the CAM grid: the backbone's last map, or a stride-16 one
 OUTSIDE_FORMS = ("contrast", "positive", "logit", "swap")  # CAM shares (dermo.losses.outside), occlusion
 RECOMMENDED_LAMBDA_OUTSIDE = 1.0          # λ4 when the outside term is switched on (ablation row +outside)
+RECOMMENDED_PASTE_SHARE = 0.5            # --paste-share of the ablation rows `paste`, `+stride16+paste`
 RECOMMENDED_LAMBDA_RRR = 1e-3             # λ_rrr of the ablation row `rrr`: λ·L_rrr ≈ 1.1–1.6 ≈ 2·L_cls at the start
                                           # (B0 from scratch, 128 px shortcut images; Ross et al.'s rule, method.md §5)
 JIT_CHOICES = ("auto", "on", "off")
