@@ -55,8 +55,8 @@ def test_tables_rows_columns_and_values_equal_each_runs_metrics(grid):
     data, out = grid
     table = pd.read_csv(out / "ablation.csv", keep_default_na=False, na_values=[""])
     assert list(table.columns) == ["config", "run", "lambda_center", "lambda_cskl", "cskl", "lambda_mask",
-                                   "lambda_outside", "outside_form", "cam_stride", "lambda_rrr", *METRIC_COLUMNS,
-                                   "train_s", "eval_s", "wall_s", "error"]
+                                   "lambda_outside", "outside_form", "cam_stride", "lambda_rrr", "paste_share",
+                                   *METRIC_COLUMNS, "train_s", "eval_s", "wall_s", "error"]
     assert table["config"].tolist() == CONFIGS
     assert table["run"].tolist() == ["baseline", "+mask", "+mask"]          # full reuses +mask's run
     assert not (out / "full").exists()
