@@ -5,6 +5,7 @@
     python3 benchmarks/isic2018.py test ROW           # score ROW on the 1,512 official test images, ONCE
     python3 benchmarks/isic2018.py report ROW         # a meta-*.csv row on its report part (fold 1), ONCE
     python3 benchmarks/isic2018.py compare ROW_A ROW_B [--inner]  # paired bootstrap: official test (or inner split)
+    python3 benchmarks/isic2018.py gap ROW            # per-class recall, inner split vs official test
     python3 benchmarks/isic2018.py table              # docs/results.md (and the README's short table)
     options: --out ../runs/isic2018 (outside the work tree)  --ham ../shared/data/ham10000  --workers 2
 
@@ -157,7 +158,7 @@ def score_report(row: str, out: Path) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["split", "run", "test", "report", "compare", "table"])
+    p.add_argument("step", choices=["split", "run", "test", "report", "compare", "gap", "table"])
     p.add_argument("--inner", action="store_true", help="compare: on the inner split (where rows are chosen)")
     p.add_argument("rows", nargs="*", help=f"rows: {', '.join(ROWS)}")
     p.add_argument("--out", type=Path, default=OUT, help="manifests and run folders (outside the work tree)")
@@ -183,6 +184,11 @@ def main(argv=None) -> int:
     elif args.step == "report":
         for row in args.rows:
             print(json.dumps(score_report(row, args.out), indent=2))
+    elif args.step == "gap":
+        from isic2018_scoring import gap
+
+        for row in args.rows:
+            print(f"{row}:\n{gap(row, args.out)}")
     elif args.step == "compare":
         from isic2018_scoring import compare
 

@@ -239,3 +239,21 @@ def _replace_between(path: Path, marker: str, text: str) -> None:
         raise SystemExit(f"{path}: no {marker} … {end} block to fill")
     head, rest = doc.split(marker, 1)
     path.write_text(head + marker + "\n" + text + end + rest.split(end, 1)[1])
+
+
+def gap(row: str, out: Path) -> str:
+    """Where a scored row's balanced accuracy goes from the inner split to the official test: per-class recall on
+    each and the class counts (balanced accuracy weighs every class alike, so the class mix alone moves nothing;
+    a class's recall does)."""
+    from sklearn.metrics import recall_score
+
+    (yi, di), (yt, dt) = inner_decisions(row, out), decisions(row)
+    classes = DX7 if len(set(yt)) > 2 else BINARY
+    ri = recall_score(yi, di, labels=range(len(classes)), average=None, zero_division=0)
+    rt = recall_score(yt, dt, labels=range(len(classes)), average=None, zero_division=0)
+    lines = [f"| class | inner n | inner recall | test n | test recall | change |", "|---|---|---|---|---|---|"]
+    for k, c in enumerate(classes):
+        lines.append(f"| {c} | {(yi == k).sum()} | {ri[k]:.3f} | {(yt == k).sum()} | {rt[k]:.3f} | {rt[k] - ri[k]:+.3f} |")
+    lines.append(f"| balanced accuracy | {len(yi)} | {ri.mean():.3f} | {len(yt)} | {rt.mean():.3f} | "
+                 f"{rt.mean() - ri.mean():+.3f} |")
+    return "\n".join(lines)
