@@ -118,10 +118,12 @@ def run_row(row: str, out: Path, workers: int, log=print) -> None:
     folder = out / row
     classes = DX7 if manifest.startswith("dx7") else BINARY
     if kind == "plain":
-        if not (folder / "config.json").exists():
-            import plain_keras
+        import plain_keras
 
+        if not (folder / "config.json").exists():
             plain_keras.train(out / manifest, folder, classes, SIZE, epochs, SEED)
+        if not (folder / "eval-inner" / "predictions.csv").exists():
+            plain_keras.write_inner(folder, out / manifest)
         return
     if kind == "ml":
         if not (folder / "metrics.json").exists():

@@ -135,6 +135,8 @@ def inner_decisions(row: str, out: Path) -> tuple[np.ndarray, np.ndarray]:
     (CNN rows; row + TTA: eval-inner-tta8)."""
     base, tta = row_parts(row)
     folder = out / base / ("eval-inner" + (TTA if tta > 1 else ""))
+    if ROWS[base][1] == "ml":
+        folder = out / base                                  # dermo ml scores the manifest's val split itself
     frame = pd.read_csv(folder / "predictions.csv").sort_values("path")
     classes = [c for c in frame.columns if c in DX7 or c in BINARY]
     return (frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(int),

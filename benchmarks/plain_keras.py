@@ -108,6 +108,25 @@ def train(manifest, out, classes: list[str], size: int = 128, epochs: int = 6, s
     return info
 
 
+def write_inner(out, manifest, label_column: str = "label") -> Path:
+    """The best epoch's probabilities on the manifest's val rows as out/eval-inner/predictions.csv (path, label,
+    predicted, one column per class): the inner-split decisions, as dermo evaluate writes them."""
+    import pandas as pd
+
+    out = Path(out)
+    classes = json.loads((out / "config.json").read_text())["classes"]
+    val = pd.read_csv(manifest, dtype=str)
+    val = val[val["split"] == "val"]
+    probs = predict(out, list(val["image"]))
+    frame = pd.DataFrame(probs, columns=classes)
+    frame.insert(0, "predicted", [classes[k] for k in probs.argmax(1)])
+    frame.insert(0, "label", list(val[label_column]))
+    frame.insert(0, "path", list(val["image"]))
+    (out / "eval-inner").mkdir(exist_ok=True)
+    frame.to_csv(out / "eval-inner" / "predictions.csv", index=False)
+    return out / "eval-inner" / "predictions.csv"
+
+
 def predict(out, paths) -> np.ndarray:
     """(N,K) probabilities of the run in `out` (its best epoch) for image paths."""
     out = Path(out)
