@@ -114,6 +114,8 @@ def train_argv(row: str, out: Path, workers: int) -> list[str]:
 
 
 def run_row(row: str, out: Path, workers: int, log=print) -> None:
+    if row.endswith("-tta8"):                     # a trained CNN row with 8-fold test-time augmentation
+        return tta_row(row.removesuffix("-tta8"), out, log)
     manifest, kind, epochs, options = ROWS[row]
     folder = out / row
     classes = DX7 if manifest.startswith("dx7") else BINARY
@@ -142,6 +144,18 @@ def run_row(row: str, out: Path, workers: int, log=print) -> None:
     if not (inner / "metrics.json").exists():                 # focus vs the experts' masks, outside greyed
         evaluate_run(folder, log, "--data", str(out / manifest.replace("-generated", "")), "--split", "val",
                      "--grey-outside", "--out", str(inner))
+
+
+def tta_row(row: str, out: Path, log=print) -> None:
+    """ROW-tta8 on the inner split: the trained row evaluated with --tta 8 (eval-inner-tta8/), to choose TTA there."""
+    from dermo.experiments.grid import evaluate_run
+
+    folder = out / row / "eval-inner-tta8"
+    if ROWS[row][1] != "cnn":
+        raise SystemExit(f"{row}-tta8: test-time augmentation is for the dermo rows (dermo evaluate --tta)")
+    if not (folder / "metrics.json").exists():
+        evaluate_run(out / row, log, "--data", str(out / ROWS[row][0].replace("-generated", "")), "--split", "val",
+                     "--tta", "8", "--out", str(folder))
 
 
 def score_report(row: str, out: Path) -> dict:
