@@ -43,7 +43,8 @@ CE_ONLY = ["--lambda-center", "0", "--lambda-cskl", "0", "--lambda-mask", "0"]
 OUTSIDE16 = ["--lambda-outside", "1", "--cam-stride", "16"]
 ADAMW = ["--optimizer", "adamw", "--lr-schedule", "cosine", "--warmup-epochs", "1"]
 META = "age_approx,sex,localization"
-# row -> (manifest, kind, epochs, options); kind: cnn (dermo train), plain (plain_keras.py), ml (dermo ml)
+# row -> (manifest, kind, epochs, options); kind: cnn (dermo train), plain (plain_keras.py), ml (dermo ml),
+# ensemble (dermo ensemble, soft vote; options = the candidate rows, members chosen on the inner split)
 ROWS = {
     "dx7-plain-keras": ("dx7.csv", "plain", 6, []),
     "dx7-ml": ("dx7.csv", "ml", 0, []),
@@ -56,6 +57,9 @@ ROWS = {
     "binary-plain-keras": ("binary.csv", "plain", 5, []),
     "binary-ml": ("binary.csv", "ml", 0, []),
     "binary-lite0-deck": ("binary.csv", "cnn", 5, LITE),
+    "dx7-lite0-ensemble": ("dx7.csv", "ensemble", 0, ["dx7-lite0-deck", "dx7-lite0-deck-adamw",
+                                                       "dx7-lite0-deck-adadelta0.1", "dx7-lite0-focal",
+                                                       "dx7-lite0-deck-generated", "dx7-lite0-outside16"]),
     # the metadata pair on the three-way split: trained on folds 2-6, chosen on fold 0, reported on fold 1 (`report`)
     "binary-meta3-lite0-deck": ("meta-binary.csv", "cnn", 5, LITE),
     "binary-meta3-lite0-deck-meta": ("meta-binary.csv", "cnn", 5, LITE + ["--meta-columns", META]),
@@ -127,6 +131,8 @@ def run_row(row: str, out: Path, workers: int, log=print) -> None:
         if not (folder / "eval-inner" / "predictions.csv").exists():
             plain_keras.write_inner(folder, out / manifest)
         return
+    if kind == "ensemble":
+        return ensemble_row(row, out, log)
     if kind == "ml":
         if not (folder / "metrics.json").exists():
             from dermo.experiments import ml
@@ -144,6 +150,54 @@ def run_row(row: str, out: Path, workers: int, log=print) -> None:
     if not (inner / "metrics.json").exists():                 # focus vs the experts' masks, outside greyed
         evaluate_run(folder, log, "--data", str(out / manifest.replace("-generated", "")), "--split", "val",
                      "--grey-outside", "--out", str(inner))
+
+
+def choose_members(candidates: list[str], out: Path) -> tuple[list[str], list[dict]]:
+    """Greedy forward selection on the inner split: start from the best single row, add the candidate whose soft
+    vote (mean of probabilities) raises the inner balanced accuracy most, stop when none does. -> (members, steps)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import balanced_accuracy_score
+
+    probs, labels = {}, None
+    for row in candidates:
+        frame = pd.read_csv(out / row / "eval-inner" / "predictions.csv").sort_values("path")
+        probs[row] = frame[DX7 if ROWS[row][0].startswith("dx7") else BINARY].to_numpy(float)
+        labels = frame["label"].to_numpy()
+    classes = np.array(DX7 if ROWS[candidates[0]][0].startswith("dx7") else BINARY)
+
+    def score(members):
+        return balanced_accuracy_score(labels, classes[np.mean([probs[m] for m in members], axis=0).argmax(1)])
+
+    members = [max(candidates, key=lambda r: score([r]))]
+    steps = [{"members": list(members), "inner_balanced_accuracy": round(score(members), 4)}]
+    while True:
+        rest = [r for r in candidates if r not in members]
+        if not rest:
+            break
+        best = max(rest, key=lambda r: score(members + [r]))
+        if score(members + [best]) <= score(members):
+            break
+        members.append(best)
+        steps.append({"members": list(members), "inner_balanced_accuracy": round(score(members), 4)})
+    return members, steps
+
+
+def ensemble_row(row: str, out: Path, log=print) -> None:
+    """The soft-vote ensemble: members chosen on the inner split (members.json), scored there by dermo ensemble."""
+    from dermo.evaluation import ensemble
+
+    folder = out / row
+    candidates = [r for r in ROWS[row][3] if (out / r / "eval-inner" / "predictions.csv").exists()]
+    if not (folder / "members.json").exists():
+        members, steps = choose_members(candidates, out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "members.json").write_text(json.dumps({"candidates": candidates, "members": members,
+                                                         "steps": steps}, indent=2))
+    members = json.loads((folder / "members.json").read_text())["members"]
+    if not (folder / "eval-inner" / "metrics.json").exists():
+        assert ensemble.main(["--models", *[str(out / m) for m in members], "--data", str(out / ROWS[row][0]),
+                              "--split", "val", "--out", str(folder / "eval-inner")]) == 0
 
 
 def tta_row(row: str, out: Path, log=print) -> None:

@@ -69,6 +69,16 @@ def test_probs(row: str, out: Path) -> tuple[list[str], np.ndarray, np.ndarray, 
         return paths, labels, plain_keras.predict(out / base, paths), classes
     if kind == "ml":
         return paths, labels, _ml_probs(out / base, paths), classes
+    if kind == "ensemble":
+        from dermo.evaluation import ensemble
+
+        members = json.loads((out / base / "members.json").read_text())["members"]
+        folder = out / base / "eval-official-test"
+        assert ensemble.main(["--models", *[str(out / m) for m in members], "--data",
+                              str(out / f"test-{'dx7' if classes == DX7 else 'binary'}.csv"), "--out",
+                              str(folder)]) == 0
+        pred = pd.read_csv(folder / "predictions.csv").set_index("path")
+        return paths, labels, pred.loc[paths, classes].to_numpy(float), classes
     from dermo.experiments.grid import evaluate_run
 
     folder = out / base / f"eval-official-test{TTA if tta > 1 else ''}"
@@ -172,6 +182,10 @@ def _inner(row: str, out: Path) -> dict:
         m = json.loads((folder / "metrics.json").read_text())
         t = json.loads((folder / "timing.json").read_text()) if (folder / "timing.json").exists() else {}
         info.update(inner_ba=m["balanced_accuracy"], inner_auc=m["auc"], minutes=t.get("wall_seconds", 0) / 60)
+    elif kind == "ensemble" and (folder / "members.json").exists():
+        chosen = json.loads((folder / "members.json").read_text())
+        info.update(inner_ba=chosen["steps"][-1]["inner_balanced_accuracy"],
+                    members=", ".join(chosen["members"]))
     elif kind == "cnn" and (folder / "config.json").exists():
         c = json.loads((folder / "config.json").read_text())
         m = json.loads((folder / "eval-inner" / "metrics.json").read_text()) \
@@ -191,6 +205,8 @@ def _inner(row: str, out: Path) -> dict:
 def _command(row: str) -> str:
     base, tta = row_parts(row)
     kind = ROWS[base][1]
+    if kind == "ensemble":
+        return f"benchmarks/isic2018.py run {base} (dermo ensemble, soft vote of the members chosen on the inner split)"
     if kind == "cnn":
         argv = " ".join(a if " " not in a else repr(a) for a in train_argv(base, Path("OUT"), 2))
         return f"dermo train {argv}" + (f"; dermo evaluate --tta {tta}" if tta > 1 else "")

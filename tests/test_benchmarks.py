@@ -173,3 +173,28 @@ def test_isic2018_scores_once_compares_paired_and_writes_the_tables(tmp_path, mo
     assert "| dx7-plain-keras | 1.000 [1.000, 1.000] |" in readme and "old" not in readme
     assert readme.startswith("head\n") and readme.endswith("tail\n")
     assert "| dx7-ml | dx7 | 0.000 [0.000, 0.000] |" in (tmp_path / "results.md").read_text()
+
+
+def test_isic2018_ensemble_members_are_chosen_greedily_on_the_inner_split(tmp_path, monkeypatch):
+    """Three candidate rows on 4 inner images of 2 classes (labels 0 0 1 1): A is right on class 0 only, B on
+    class 1 only, C on nothing. Alone: A and B 0.5 — A is first (the first best); A + B's mean is right
+    everywhere (1.0); adding C then lowers it: the members are A and B."""
+    import json
+
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import isic2018
+
+    rows = {"A": [[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]], "B": [[0.4, 0.6], [0.4, 0.6], [0.1, 0.9], [0.1, 0.9]],
+            "C": [[0.2, 0.8], [0.2, 0.8], [0.8, 0.2], [0.8, 0.2]]}
+    for name, probs in rows.items():
+        monkeypatch.setitem(isic2018.ROWS, name, ("binary.csv", "cnn", 1, []))
+        (tmp_path / name / "eval-inner").mkdir(parents=True)
+        pd.DataFrame({"path": list("wxyz"), "label": ["nevus", "nevus", "others", "others"],
+                      "nevus": [p[0] for p in probs], "others": [p[1] for p in probs]}).to_csv(
+            tmp_path / name / "eval-inner" / "predictions.csv", index=False)
+    members, steps = isic2018.choose_members(["A", "B", "C"], tmp_path)
+    assert members == ["A", "B"]
+    assert [s["inner_balanced_accuracy"] for s in steps] == [0.5, 1.0]
+    json.dumps(steps)                                                   # written to members.json as is
