@@ -214,3 +214,24 @@ def test_conversion_is_cached_by_the_files_sha256(tmp_path, monkeypatch):
     assert sorted(first) == sorted(again)
     assert all(np.array_equal(a, b) for k in first for a, b in zip(first[k], again[k]))
     np.testing.assert_array_equal(again["stem_conv"][0], read_state_dict(src)["_conv_stem.weight"].transpose(2, 3, 1, 0))
+
+
+def test_weights_file_as_the_package_pth_or_a_keras_weights_file_gives_the_imagenet_backbone(tmp_path):
+    """--weights FILE for Lite: the package's .pth itself, or a Keras weights file saved from the backbone, build
+    the same network as --weights imagenet."""
+    import keras
+
+    from dermo.model.network import build_graph
+
+    x = photo("chelsea", 64)
+
+    def features(weights):
+        inputs, out = build_graph("lite0", 2, 64, weights)
+        return np.asarray(keras.Model(inputs, out["features"])(x, training=False))
+
+    want = features("imagenet")
+    np.testing.assert_array_equal(features(str(packaged_file(VARIANTS["lite0"]))), want)
+    base = efficientnet_lite("lite0", weights="imagenet", include_top=False, input_shape=(64, 64, 3))
+    base.save_weights(tmp_path / "lite0.weights.h5")
+    np.testing.assert_allclose(features(str(tmp_path / "lite0.weights.h5")), want, atol=1e-6)
+    assert np.abs(want - features("none")).max() > 0.1                       # random weights differ
